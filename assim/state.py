@@ -1,0 +1,215 @@
+"""The state vector: monthly land flux per region, mapped to and from labelled DataArrays.
+
+A state element is the mean flux of one region over one month, in PgC/yr, positive to
+the atmosphere. Elements are ordered time-major (``index = t * n_region + r``) so that
+covariances factor as ``B_time (x) B_region`` (see :mod:`assim.covariance`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+#: Latitude bands of the surface boxes of the 12-box model, north to south (degrees).
+LATITUDE_BANDS = {
+    "90N-30N": (30.0, 90.0),
+    "30N-0": (0.0, 30.0),
+    "0-30S": (-30.0, 0.0),
+    "30S-90S": (-90.0, -30.0),
+}
+
+TRANSCOM3_LAND = {
+    1: "North American Boreal",
+    2: "North American Temperate",
+    3: "South American Tropical",
+    4: "South American Temperate",
+    5: "Northern Africa",
+    6: "Southern Africa",
+    7: "Eurasia Boreal",
+    8: "Eurasia Temperate",
+    9: "Tropical Asia",
+    10: "Australia",
+    11: "Europe",
+}
+
+FLUX_UNITS = "PgC yr-1"
+FLUX_SIGN = "positive to the atmosphere (negative = uptake)"
+
+_TRANSCOM_TABLE = "transcom3_land_regions.csv"
+
+
+def region_table_from_mask(
+    mask: xr.DataArray,
+    cell_area: xr.DataArray,
+    names: dict[int, str] | None = None,
+    region_ids: list[int] | None = None,
+) -> xr.Dataset:
+    """Summarise an integer region mask: area, centroid and latitude-band fractions per region.
+
+    Parameters
+    ----------
+    mask : DataArray (latitude, longitude)
+        Integer region code per cell; 0 (or any code not in ``region_ids``) is ignored.
+    cell_area : DataArray (latitude, longitude), m2
+        Cell areas on the same grid (matched by position, not by coordinate labels).
+    names : dict, optional
+        Region code -> name; defaults to ``"region <code>"``.
+    region_ids : list of int, optional
+        Codes to keep; defaults to every positive code in the mask.
+
+    Returns
+    -------
+    Dataset (region)
+        ``region_id``, ``area`` (m2), ``centroid_latitude``/``centroid_longitude`` (degrees,
+        area-weighted on the sphere) and ``band_fraction`` (region, band): the share of each
+        region's area in each of :data:`LATITUDE_BANDS`.
+    """
+    lat_name = next((d for d in mask.dims if str(d).startswith("lat")), None)
+    lon_name = next((d for d in mask.dims if str(d).startswith("lon")), None)
+    if lat_name is None or lon_name is None:
+        raise ValueError(f"region mask needs latitude/longitude dims, found {mask.dims}")
+    if mask.shape != cell_area.shape:
+        raise ValueError(f"region mask shape {mask.shape} differs from cell_area shape {cell_area.shape}")
+    codes = np.rint(mask.transpose(lat_name, lon_name).values).astype(int)
+    area = np.asarray(cell_area.values, dtype=float)
+    lat2d, lon2d = np.meshgrid(mask[lat_name].values, mask[lon_name].values, indexing="ij")
+    if region_ids is None:
+        region_ids = sorted(int(c) for c in np.unique(codes) if c > 0)
+    names = names or {}
+    rows = []
+    for code in region_ids:
+        cells = codes == code
+        if not cells.any():
+            raise ValueError(f"region {code} has no cells in the mask")
+        w = area[cells]
+        phi, lam = np.deg2rad(lat2d[cells]), np.deg2rad(lon2d[cells])
+        xyz = (w[:, None] * np.c_[np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)]).sum(0)
+        rows.append(
+            {
+                "region": names.get(code, f"region {code}"),
+                "region_id": code,
+                "area": w.sum(),
+                "centroid_latitude": np.rad2deg(np.arctan2(xyz[2], np.hypot(xyz[0], xyz[1]))),
+                "centroid_longitude": np.rad2deg(np.arctan2(xyz[1], xyz[0])),
+                **{
+                    band: w[(lat2d[cells] >= lo) & (lat2d[cells] < hi if hi < 90 else True)].sum() / w.sum()
+                    for band, (lo, hi) in LATITUDE_BANDS.items()
+                },
+            }
+        )
+    return _table_to_dataset(pd.DataFrame(rows))
+
+
+def _table_to_dataset(table: pd.DataFrame) -> xr.Dataset:
+    bands = list(LATITUDE_BANDS)
+    return xr.Dataset(
+        {
+            "region_id": ("region", table["region_id"].to_numpy(int)),
+            "area": ("region", table["area"].to_numpy(float), {"units": "m2", "long_name": "land area"}),
+            "centroid_latitude": ("region", table["centroid_latitude"].to_numpy(float), {"units": "degrees_north"}),
+            "centroid_longitude": ("region", table["centroid_longitude"].to_numpy(float), {"units": "degrees_east"}),
+            "band_fraction": (
+                ("region", "band"),
+                table[bands].to_numpy(float),
+                {"long_name": "fraction of region area in latitude band", "units": "1"},
+            ),
+        },
+        coords={"region": table["region"].to_numpy(str), "band": bands},
+    )
+
+
+def transcom3_land_regions() -> xr.Dataset:
+    """The 11 TransCom-3 land regions (Gurney et al. 2002), derived from the 1x1 degree mask.
+
+    Shipped as a small table (see DATA_SOURCES.md) so nothing outside the package is needed.
+    """
+    with resources.files("assim.data").joinpath(_TRANSCOM_TABLE).open() as f:
+        return _table_to_dataset(pd.read_csv(f))
+
+
+def write_region_table(regions: xr.Dataset, path: Path) -> None:
+    """Write a region table (as from :func:`region_table_from_mask`) to CSV."""
+    table = regions[["region_id", "area", "centroid_latitude", "centroid_longitude"]].to_dataframe()
+    table[list(regions["band"].values)] = regions["band_fraction"].values
+    table.reset_index().to_csv(path, index=False, float_format="%.6g")
+
+
+def month_starts(start: str, end: str) -> np.ndarray:
+    """Month-start datetimes from ``start`` to ``end`` inclusive (e.g. ``"2015-01"``, ``"2024-12"``)."""
+    return pd.date_range(start, end, freq="MS").to_numpy("datetime64[ns]")
+
+
+@dataclass(frozen=True, eq=False)
+class StateVector:
+    """Monthly flux per region, flattened time-major.
+
+    Parameters
+    ----------
+    time : ndarray of datetime64
+        Month starts.
+    regions : Dataset (region)
+        Region table as returned by :func:`transcom3_land_regions` or :func:`region_table_from_mask`.
+    """
+
+    time: np.ndarray
+    regions: xr.Dataset
+
+    def __post_init__(self) -> None:
+        time = np.asarray(self.time, dtype="datetime64[ns]")
+        if time.ndim != 1 or time.size == 0:
+            raise ValueError("StateVector.time must be a non-empty 1-D array of month starts")
+        if np.any(np.diff(time) <= np.timedelta64(0)):
+            raise ValueError("StateVector.time must be strictly increasing")
+        object.__setattr__(self, "time", time)
+
+    @property
+    def region(self) -> np.ndarray:
+        return self.regions["region"].values
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.time.size, self.region.size)
+
+    @property
+    def size(self) -> int:
+        return self.time.size * self.region.size
+
+    @property
+    def days_in_month(self) -> np.ndarray:
+        return pd.DatetimeIndex(self.time).days_in_month.to_numpy(float)
+
+    def coords(self) -> dict[str, np.ndarray]:
+        return {"time": self.time, "region": self.region}
+
+    def to_vector(self, field: xr.DataArray) -> np.ndarray:
+        """Flatten a (time, region) DataArray into the state order; labels must match exactly."""
+        missing = {"time", "region"} - set(field.dims)
+        if missing:
+            raise ValueError(f"{field.name or 'field'} lacks dims {sorted(missing)}; has {field.dims}")
+        aligned = field.transpose("time", "region", ...)
+        if not (
+            np.array_equal(aligned["time"].values, self.time) and np.array_equal(aligned["region"].values, self.region)
+        ):
+            raise ValueError(
+                f"{field.name or 'field'} labels differ from the state's; reindex to the state's "
+                f"{self.time.size} months x {self.region.size} regions first"
+            )
+        return aligned.values.reshape(self.size, *aligned.shape[2:])
+
+    def to_dataarray(self, x: np.ndarray, name: str, attrs: dict | None = None) -> xr.DataArray:
+        """Unflatten a state vector (n,) into a labelled (time, region) DataArray."""
+        x = np.asarray(x)
+        if x.shape[0] != self.size:
+            raise ValueError(f"{name}: vector length {x.shape[0]} != state size {self.size}")
+        return xr.DataArray(
+            x.reshape(self.shape),
+            dims=("time", "region"),
+            coords=self.coords(),
+            name=name,
+            attrs={"units": FLUX_UNITS, "sign": FLUX_SIGN, **(attrs or {})},
+        )

@@ -1,0 +1,154 @@
+"""The Observation Dataset: the one layout every reader returns and every operator consumes.
+
+Layout (dim ``obs``):
+
+=============  =====================================================================
+``value``      measured quantity: CO2 dry-air mole fraction in ppm (flux units for towers)
+``uncertainty`` 1-sigma uncertainty of ``value`` in the same units, finite and > 0
+``time``       UTC datetime64 of the observation (coord)
+``latitude``   degrees north, -90..90 (coord)
+``longitude``  degrees east, -180..360 (coord)
+``altitude``   metres above sea level (coord; NaN allowed for columns and budgets)
+``site``       site code, e.g. ``"MLO"`` (coord)
+``platform``   one of :data:`PLATFORMS` (coord)
+``category``   model-data-mismatch category, e.g. ``"mbl"`` (coord)
+=============  =====================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+PLATFORMS = ("surface", "tower", "aircraft", "satellite", "flux_tower", "budget")
+VARIABLES = ("value", "uncertainty")
+COORDS = ("time", "latitude", "longitude", "altitude", "site", "platform", "category")
+
+COORD_ATTRS = {
+    "time": {"standard_name": "time", "long_name": "observation time (UTC)"},
+    "latitude": {"standard_name": "latitude", "units": "degrees_north"},
+    "longitude": {"standard_name": "longitude", "units": "degrees_east"},
+    "altitude": {"standard_name": "altitude", "units": "m", "positive": "up"},
+    "site": {"long_name": "site code"},
+    "platform": {"long_name": "observing platform", "flag_values": " ".join(PLATFORMS)},
+    "category": {"long_name": "model-data mismatch category"},
+}
+
+
+class ObservationError(ValueError):
+    """An observation file or Dataset is not usable; the message names where and why."""
+
+
+def _where(ds: xr.Dataset) -> str:
+    source = ds.attrs.get("source_file")
+    return f"{source}: " if source else ""
+
+
+def _first_bad(ds: xr.Dataset, bad: np.ndarray) -> str:
+    """Describe the first offending observation: index, site and time."""
+    i = int(np.flatnonzero(bad)[0])
+    site = ds["site"].values[i] if "site" in ds.coords else "?"
+    time = np.datetime_as_string(ds["time"].values[i], unit="D") if "time" in ds.coords else "?"
+    return f"obs {i} ({site}, {time}); {int(bad.sum())} of {bad.size} affected"
+
+
+def validate(ds: xr.Dataset) -> xr.Dataset:
+    """Check ``ds`` against the Observation Dataset layout and return it with CF attributes.
+
+    Raises
+    ------
+    ObservationError
+        Naming the source file (``attrs["source_file"]``), the variable and the first
+        offending observation.
+    """
+    where = _where(ds)
+    if not isinstance(ds, xr.Dataset):
+        raise ObservationError(f"expected an xarray.Dataset, got {type(ds).__name__}")
+    if "obs" not in ds.dims:
+        raise ObservationError(f"{where}no 'obs' dimension (found dims {sorted(ds.dims)})")
+    for name in (*VARIABLES, *COORDS):
+        if name not in ds.variables:
+            raise ObservationError(f"{where}missing variable or coord {name!r}")
+        if ds[name].dims != ("obs",):
+            raise ObservationError(f"{where}{name!r} has dims {ds[name].dims}, expected ('obs',)")
+    if ds.sizes["obs"] == 0:
+        raise ObservationError(f"{where}no observations")
+
+    if not np.issubdtype(ds["time"].dtype, np.datetime64):
+        raise ObservationError(f"{where}'time' must be datetime64 (UTC), got {ds['time'].dtype}")
+    if np.isnat(ds["time"].values).any():
+        raise ObservationError(f"{where}'time' is missing at {_first_bad(ds, np.isnat(ds['time'].values))}")
+    for name in VARIABLES:
+        if not np.issubdtype(ds[name].dtype, np.number):
+            raise ObservationError(f"{where}{name!r} must be numeric, got {ds[name].dtype}")
+    value = ds["value"].values.astype(float)
+    if not np.isfinite(value).all():
+        raise ObservationError(f"{where}'value' is not finite at {_first_bad(ds, ~np.isfinite(value))}")
+    unc = ds["uncertainty"].values.astype(float)
+    bad = ~(np.isfinite(unc) & (unc > 0))
+    if bad.any():
+        raise ObservationError(
+            f"{where}'uncertainty' must be finite and > 0, found {unc[bad][0]!r} at "
+            f"{_first_bad(ds, bad)}; set a floor with observations.errors"
+        )
+    units = ds["value"].attrs.get("units")
+    if units is None or ds["uncertainty"].attrs.get("units") != units:
+        raise ObservationError(
+            f"{where}'value' and 'uncertainty' need the same 'units' attribute, found "
+            f"{units!r} and {ds['uncertainty'].attrs.get('units')!r}"
+        )
+    lat = ds["latitude"].values.astype(float)
+    bad = ~(np.abs(lat) <= 90)
+    if bad.any():
+        raise ObservationError(f"{where}'latitude' outside -90..90 at {_first_bad(ds, bad)}")
+    lon = ds["longitude"].values.astype(float)
+    bad = ~((lon >= -180) & (lon <= 360))
+    if bad.any():
+        raise ObservationError(f"{where}'longitude' outside -180..360 at {_first_bad(ds, bad)}")
+    platform = ds["platform"].values.astype(str)
+    bad = ~np.isin(platform, PLATFORMS)
+    if bad.any():
+        raise ObservationError(
+            f"{where}'platform' {platform[bad][0]!r} is not one of {PLATFORMS} at {_first_bad(ds, bad)}"
+        )
+    return ds.assign_coords({name: ds[name].assign_attrs(COORD_ATTRS[name]) for name in COORDS})
+
+
+def observation_dataset(
+    value: np.ndarray,
+    uncertainty: np.ndarray,
+    *,
+    units: str,
+    time: np.ndarray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    altitude: np.ndarray,
+    site: np.ndarray,
+    platform: np.ndarray | str,
+    category: np.ndarray | str,
+    attrs: dict | None = None,
+) -> xr.Dataset:
+    """Assemble and validate an Observation Dataset from 1-D arrays (scalars broadcast)."""
+    n = np.asarray(value).shape[0]
+
+    def column(x: np.ndarray | str) -> np.ndarray:
+        x = np.asarray(x)
+        return np.full(n, x) if x.ndim == 0 else x
+
+    ds = xr.Dataset(
+        {
+            "value": ("obs", np.asarray(value, float), {"units": units}),
+            "uncertainty": ("obs", np.asarray(uncertainty, float), {"units": units}),
+        },
+        coords={
+            "time": ("obs", np.asarray(time, "datetime64[ns]")),
+            "latitude": ("obs", column(latitude).astype(float)),
+            "longitude": ("obs", column(longitude).astype(float)),
+            "altitude": ("obs", column(altitude).astype(float)),
+            "site": ("obs", column(site).astype(str)),
+            "platform": ("obs", column(platform).astype(str)),
+            "category": ("obs", column(category).astype(str)),
+        },
+        attrs=dict(attrs or {}),
+    )
+    return validate(ds)

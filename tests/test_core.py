@@ -1,0 +1,191 @@
+"""State, covariance, analytic solver and posterior analysis against independent dense numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.sparse.linalg import aslinearoperator
+
+from assim import SOLVERS, Problem, ProblemError, solve
+from assim.covariance import (
+    BlockDiagonalCovariance,
+    DiagonalCovariance,
+    ExponentialCorrelation,
+    KroneckerCovariance,
+    great_circle_km,
+    month_lags,
+)
+from assim.posterior import annual_mean_weights, anomaly, land_aggregates
+from assim.state import StateVector, month_starts, transcom3_land_regions
+
+
+def small_problem(seed: int = 0, years: int = 2, n_obs: int = 60) -> Problem:
+    rng = np.random.default_rng(seed)
+    regions = transcom3_land_regions()
+    state = StateVector(month_starts("2021-01", f"{2020 + years}-12"), regions)
+    B = KroneckerCovariance(
+        ExponentialCorrelation(3.0).matrix(month_lags(state.time.size)),
+        ExponentialCorrelation(1500.0).matrix(
+            great_circle_km(regions["centroid_latitude"].values, regions["centroid_longitude"].values)
+        ),
+        rng.uniform(0.3, 1.5, state.size),
+    )
+    H = rng.normal(0, 0.05, (n_obs, state.size))
+    R = DiagonalCovariance(rng.uniform(0.1, 0.5, n_obs) ** 2)
+    x_prior = rng.normal(-0.2, 0.5, state.size)
+    y = H @ (x_prior + B.sample(rng)) + R.sample(rng)
+    return Problem(state, x_prior, B, aslinearoperator(H), y, R)
+
+
+def dense_posterior(p: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Textbook formulae with explicit inverses: the independent reference."""
+    B, H, R = p.B.todense(), p.H.matmat(np.eye(p.n)), p.R.todense()
+    A = np.linalg.inv(np.linalg.inv(B) + H.T @ np.linalg.inv(R) @ H)
+    return p.x_prior + A @ H.T @ np.linalg.inv(R) @ (p.y - H @ p.x_prior), A
+
+
+def test_scalar_textbook_case() -> None:
+    """Prior 15 (var 2) and one observation 14 (var 1): posterior 14 1/3, var 2/3."""
+    regions = transcom3_land_regions().isel(region=[0])
+    state = StateVector(month_starts("2020-01", "2020-01"), regions)
+    B = KroneckerCovariance(np.eye(1), np.eye(1), np.sqrt([2.0]))
+    for form in ("state", "observation"):
+        post = solve(
+            Problem(
+                state, np.array([15.0]), B, aslinearoperator(np.eye(1)), np.array([14.0]), DiagonalCovariance([1.0])
+            ),
+            form=form,
+        )
+        assert post.mean[0] == pytest.approx(14 + 1 / 3, rel=1e-14)
+        assert post.covariance[0, 0] == pytest.approx(2 / 3, rel=1e-14)
+
+
+@pytest.mark.parametrize("form", ["state", "observation"])
+def test_analytic_matches_dense_numpy(form: str) -> None:
+    p = small_problem()
+    mean_ref, cov_ref = dense_posterior(p)
+    post = solve(p, method="analytic", form=form)
+    assert post.info["form"] == form
+    np.testing.assert_allclose(post.mean, mean_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(post.covariance, cov_ref, rtol=1e-10, atol=1e-12 * np.abs(cov_ref).max())
+
+
+def test_forms_agree_and_covariance_is_spd() -> None:
+    p = small_problem(seed=3, n_obs=400)
+    a, b = solve(p, form="state"), solve(p, form="observation")
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-9)
+    np.testing.assert_allclose(a.covariance, b.covariance, atol=1e-10 * np.abs(a.covariance).max())
+    np.testing.assert_array_equal(a.covariance, a.covariance.T)
+    assert np.linalg.eigvalsh(a.covariance).min() > 0
+
+
+def test_kronecker_operator_matches_dense_and_its_sqrt() -> None:
+    rng = np.random.default_rng(1)
+    B = small_problem().B
+    dense = B.todense()
+    X = rng.normal(size=(B.shape[0], 3))
+    np.testing.assert_allclose(B.matmat(X), dense @ X, rtol=1e-12)
+    np.testing.assert_allclose(B.matvec(X[:, 0]), dense @ X[:, 0], rtol=1e-12)
+    L = B.sqrt()
+    np.testing.assert_allclose(L.matmat(L.rmatmat(np.eye(B.shape[0]))), dense, atol=1e-12)
+    np.testing.assert_allclose(B.diagonal(), np.diag(dense), rtol=1e-12)
+
+
+def test_block_diagonal_R_whitens() -> None:
+    blocks = [ExponentialCorrelation(2.0).matrix(month_lags(k)) * 0.5 for k in (3, 5)]
+    R = BlockDiagonalCovariance(blocks)
+    W = R.whiten(np.eye(8))
+    np.testing.assert_allclose(W @ R.todense() @ W.T, np.eye(8), atol=1e-12)
+    with pytest.raises(ValueError, match="block 1 is not positive definite"):
+        BlockDiagonalCovariance([np.eye(2), -np.eye(2)])
+
+
+def test_aggregate_matches_monte_carlo_of_posterior_draws() -> None:
+    p = small_problem(seed=5)
+    post = solve(p)
+    weights = annual_mean_weights(p.state, land_aggregates(p.state.regions))
+    totals = post.aggregate(weights)
+    draws = np.random.default_rng(0).multivariate_normal(post.mean, post.covariance, size=20000)
+    W = np.stack(
+        [
+            p.state.to_vector(weights.sel(year=y, aggregate=a))
+            for y in totals.year.values
+            for a in totals.aggregate.values
+        ]
+    )
+    sampled = draws @ W.T
+    np.testing.assert_allclose(totals["mean"].values.ravel(), W @ post.mean, rtol=1e-12)
+    np.testing.assert_allclose(totals["sd"].values.ravel(), sampled.std(axis=0), rtol=0.03)
+    # the global total is not the root-sum-square of its regions: correlations matter
+    glob = totals["sd"].sel(aggregate="Global land")
+    rss = np.sqrt((totals["sd"].isel(aggregate=slice(0, 11)) ** 2).sum("aggregate"))
+    assert not np.allclose(glob, rss, rtol=1e-3)
+
+
+def test_anomaly_propagates_covariance() -> None:
+    rng = np.random.default_rng(2)
+    years, aggs = np.arange(2015, 2025), ["a", "b"]
+    C = rng.normal(size=(20, 20))
+    C = C @ C.T
+    mean = rng.normal(size=(10, 2))
+    totals = xr.Dataset(
+        {
+            "mean": (("year", "aggregate"), mean),
+            "covariance": (("year", "aggregate", "year_b", "aggregate_b"), C.reshape(10, 2, 10, 2)),
+        },
+        coords={"year": years, "aggregate": aggs},
+    )
+    out = anomaly(totals, (2015, 2022))
+    D = np.eye(10) - np.outer(np.ones(10), (years <= 2022) / 8)
+    for j in range(2):
+        cov = C.reshape(10, 2, 10, 2)[:, j, :, j]
+        np.testing.assert_allclose(out["sd"].values[:, j], np.sqrt(np.diag(D @ cov @ D.T)), rtol=1e-12)
+        np.testing.assert_allclose(out["mean"].values[:, j], D @ mean[:, j], rtol=1e-12)
+    with pytest.raises(ValueError, match="reference period"):
+        anomaly(totals, (1990, 1991))
+
+
+def test_diagnostics_dofs_and_chi2() -> None:
+    p = small_problem(seed=7, n_obs=200)
+    post = solve(p)
+    B, H, R = p.B.todense(), p.H.matmat(np.eye(p.n)), p.R.todense()
+    dofs_ref = np.trace(np.eye(p.n) - post.covariance @ np.linalg.inv(B))
+    assert post.dofs() == pytest.approx(dofs_ref, rel=1e-8)
+    d = p.innovation()
+    chi2_ref = d @ np.linalg.solve(H @ B @ H.T + R, d) / p.m
+    assert post.chi2_reduced() == pytest.approx(chi2_ref, rel=1e-8)
+
+
+def test_validation_errors_are_specific() -> None:
+    p = small_problem()
+    bad = Problem(p.state, p.x_prior[:-1], p.B, p.H, p.y, p.R)
+    with pytest.raises(ProblemError, match=r"x_prior has shape \(263,\), expected \(264,\)"):
+        solve(bad)
+    with pytest.raises(ValueError, match="unknown solver 'nope'; choose one of"):
+        solve(p, method="nope")
+    y = p.y.copy()
+    y[4] = np.nan
+    with pytest.raises(ProblemError, match="y is not finite at obs 4"):
+        solve(Problem(p.state, p.x_prior, p.B, p.H, y, p.R))
+
+
+def test_every_exact_solver_is_registered_with_its_flag() -> None:
+    assert SOLVERS["analytic"].exact is True
+
+
+def test_state_round_trip_and_label_checks() -> None:
+    state = StateVector(month_starts("2020-01", "2020-12"), transcom3_land_regions())
+    x = np.arange(state.size, dtype=float)
+    da = state.to_dataarray(x, "flux")
+    assert da.sel(region="Europe").values[1] == 1 * 11 + 10
+    np.testing.assert_array_equal(state.to_vector(da.transpose("region", "time")), x)
+    with pytest.raises(ValueError, match="labels differ"):
+        state.to_vector(da.isel(time=slice(0, 6)))
+
+
+def test_transcom_table_is_complete() -> None:
+    regions = transcom3_land_regions()
+    assert regions.sizes["region"] == 11
+    np.testing.assert_allclose(regions["band_fraction"].sum("band"), 1.0, atol=1e-5)
+    assert regions["area"].sum() == pytest.approx(1.32e14, rel=0.01)  # land area in TransCom land regions
