@@ -15,6 +15,8 @@ import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
+from assim.state import StateVector
+
 EARTH_RADIUS_KM = 6371.0
 
 
@@ -230,3 +232,20 @@ def to_dense(operator: LinearOperator | np.ndarray) -> np.ndarray:
     if hasattr(operator, "todense"):
         return np.asarray(operator.todense())
     return np.asarray(operator.matmat(np.eye(operator.shape[1])))
+
+
+def prior_covariance(
+    state: StateVector,
+    sd: np.ndarray,
+    time_correlation: ExponentialCorrelation,
+    region_correlation: ExponentialCorrelation,
+) -> KroneckerCovariance:
+    """B for a (time, region) state: ``sd`` (PgC/yr) x correlation in months (time) and km between centroids."""
+    regions = state.regions
+    return KroneckerCovariance(
+        time_correlation.matrix(month_lags(state.time.size)),
+        region_correlation.matrix(
+            great_circle_km(regions["centroid_latitude"].values, regions["centroid_longitude"].values)
+        ),
+        sd,
+    )

@@ -123,8 +123,8 @@ def aggregate(
         ``_b`` copies of each leading dim.
     """
     out_dims = [d for d in weights.dims if d not in ("time", "region")]
-    stacked = weights.stack(_out=out_dims).transpose("_out", "time", "region")
-    W = np.stack([state.to_vector(stacked.isel(_out=i)) for i in range(stacked.sizes["_out"])])
+    flat = state.to_vector(weights.transpose("time", "region", *out_dims))  # (n, *out)
+    W = flat.reshape(state.size, -1).T
     WA = (covariance @ W.T).T if isinstance(covariance, np.ndarray) else covariance.matmat(W.T).T
     cov = WA @ W.T
     cov = 0.5 * (cov + cov.T)

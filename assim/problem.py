@@ -11,30 +11,20 @@ H : (m, n) LinearOperator, ppm per (PgC/yr); B : (n, n) and R : (m, m) LinearOpe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import xarray as xr
 from scipy.sparse.linalg import LinearOperator
 
-from assim.covariance import (
-    DiagonalCovariance,
-    ExponentialCorrelation,
-    KroneckerCovariance,
-    great_circle_km,
-    month_lags,
-)
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
 from assim.state import StateVector
+from assim.transport import Transport
 from observations import validate as validate_observations
 from observations.units import convert
 
 
 class ProblemError(ValueError):
     """The pieces of a Problem do not fit together; the message says which and how."""
-
-
-class Transport(Protocol):
-    def jacobian(self, state: StateVector, obs: xr.Dataset) -> LinearOperator: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +87,7 @@ class Problem:
         regions: xr.Dataset,
         time_correlation: ExponentialCorrelation,
         region_correlation: ExponentialCorrelation,
-        background_ppm: float = 0.0,
+        background_ppm: float | np.ndarray = 0.0,
     ) -> Problem:
         """Assemble a Problem from a Prior Dataset and an Observation Dataset.
 
@@ -117,9 +107,9 @@ class Problem:
             Length in months.
         region_correlation : ExponentialCorrelation
             Length in km.
-        background_ppm : float
-            Fixed mole fraction the state does not explain (e.g. the uniform initial condition),
-            subtracted from ``obs.value``.
+        background_ppm : float or ndarray (obs,)
+            Fixed mole fraction the state does not explain (initial condition, fixed fossil and
+            ocean fluxes), subtracted from ``obs.value``; kept as ``obs["background"]``.
         """
         for name in ("flux", "flux_sd"):
             if name not in prior:
@@ -140,19 +130,14 @@ class Problem:
             )
             for name in ("flux", "flux_sd")
         }
-        B = KroneckerCovariance(
-            time_correlation.matrix(month_lags(state.time.size)),
-            region_correlation.matrix(
-                great_circle_km(regions["centroid_latitude"].values, regions["centroid_longitude"].values)
-            ),
-            flux["flux_sd"],
-        )
+        B = prior_covariance(state, flux["flux_sd"], time_correlation, region_correlation)
+        background = np.broadcast_to(np.asarray(background_ppm, dtype=float), obs["value"].shape)
         return cls(
             state=state,
             x_prior=flux["flux"].ravel(),
             B=B,
             H=transport.jacobian(state, obs),
-            y=obs["value"].values - background_ppm,
+            y=obs["value"].values - background,
             R=DiagonalCovariance(obs["uncertainty"].values ** 2),
-            obs=obs.assign_attrs(background_ppm=background_ppm),
+            obs=obs.assign(background=("obs", background.copy(), {"units": "ppm", "long_name": "fixed background"})),
         ).validate()

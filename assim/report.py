@@ -100,29 +100,23 @@ _FLUX_SIGN = "positive to the atmosphere (a source); negative = uptake"
 
 # Default CF attributes, added only where the run does not set them.
 _DEFAULT_ATTRS: dict[str, dict[str, str]] = {
-    "flux_prior": {"units": _FLUX_UNITS, "long_name": "prior land-atmosphere CO2 flux",
-                   "comment": _FLUX_SIGN},
+    "flux_prior": {"units": _FLUX_UNITS, "long_name": "prior land-atmosphere CO2 flux", "comment": _FLUX_SIGN},
     "flux_prior_sd": {"units": _FLUX_UNITS, "long_name": "prior land flux 1-sigma"},
-    "flux_posterior": {"units": _FLUX_UNITS, "long_name": "posterior land-atmosphere CO2 flux",
-                       "comment": _FLUX_SIGN},
+    "flux_posterior": {"units": _FLUX_UNITS, "long_name": "posterior land-atmosphere CO2 flux", "comment": _FLUX_SIGN},
     "flux_posterior_sd": {"units": _FLUX_UNITS, "long_name": "posterior land flux 1-sigma (marginal)"},
-    "flux_truth": {"units": _FLUX_UNITS, "long_name": "OSSE truth land-atmosphere CO2 flux",
-                   "comment": _FLUX_SIGN},
-    "land_sink_prior": {"units": _FLUX_UNITS, "long_name": "prior annual land sink",
-                        "comment": _SINK_SIGN},
+    "flux_truth": {"units": _FLUX_UNITS, "long_name": "OSSE truth land-atmosphere CO2 flux", "comment": _FLUX_SIGN},
+    "land_sink_prior": {"units": _FLUX_UNITS, "long_name": "prior annual land sink", "comment": _SINK_SIGN},
     "land_sink_prior_sd": {"units": _FLUX_UNITS, "long_name": "prior annual land sink 1-sigma"},
-    "land_sink_posterior": {"units": _FLUX_UNITS, "long_name": "posterior annual land sink",
-                            "comment": _SINK_SIGN},
+    "land_sink_posterior": {"units": _FLUX_UNITS, "long_name": "posterior annual land sink", "comment": _SINK_SIGN},
     "land_sink_posterior_sd": {"units": _FLUX_UNITS, "long_name": "posterior annual land sink 1-sigma"},
-    "land_sink_truth": {"units": _FLUX_UNITS, "long_name": "OSSE truth annual land sink",
-                        "comment": _SINK_SIGN},
-    "land_sink_posterior_covariance": {"units": _COV_UNITS,
-                                       "long_name": "posterior covariance of annual land sinks"},
-    "land_sink_anomaly_posterior": {"units": _FLUX_UNITS,
-                                    "long_name": "posterior land sink minus reference-period mean",
-                                    "comment": _SINK_SIGN},
-    "land_sink_anomaly_posterior_sd": {"units": _FLUX_UNITS,
-                                       "long_name": "posterior land sink anomaly 1-sigma"},
+    "land_sink_truth": {"units": _FLUX_UNITS, "long_name": "OSSE truth annual land sink", "comment": _SINK_SIGN},
+    "land_sink_posterior_covariance": {"units": _COV_UNITS, "long_name": "posterior covariance of annual land sinks"},
+    "land_sink_anomaly_posterior": {
+        "units": _FLUX_UNITS,
+        "long_name": "posterior land sink minus reference-period mean",
+        "comment": _SINK_SIGN,
+    },
+    "land_sink_anomaly_posterior_sd": {"units": _FLUX_UNITS, "long_name": "posterior land sink anomaly 1-sigma"},
     "uncertainty_reduction": {"units": "1", "long_name": "1 - sd_posterior / sd_prior"},
     "obs_value": {"units": "ppm", "long_name": "observed CO2 minus background"},
     "obs_uncertainty": {"units": "ppm", "long_name": "observation error 1-sigma"},
@@ -177,9 +171,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     if not target.parent.is_dir():
         raise ValueError(f"cannot write {target}: directory {target.parent} does not exist")
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}"
-    )
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -313,9 +305,13 @@ def _prepare_for_netcdf(run: xr.Dataset, what: str) -> tuple[xr.Dataset, dict[st
         if var.dtype.kind in "fiub" and var.ndim > 0:
             encoding[str(name)] = {"zlib": True, "complevel": 4, "shuffle": True}
         elif var.dtype.kind == "M":
-            encoding[str(name)] = {"zlib": True, "complevel": 4, "dtype": "float64",
-                                   "units": "days since 1970-01-01 00:00:00",
-                                   "calendar": "proleptic_gregorian"}
+            encoding[str(name)] = {
+                "zlib": True,
+                "complevel": 4,
+                "dtype": "float64",
+                "units": "days since 1970-01-01 00:00:00",
+                "calendar": "proleptic_gregorian",
+            }
         elif var.dtype.kind in "OUS":
             encoding[str(name)] = {"dtype": str}  # variable-length NC_STRING: round-trips exactly
     return out, encoding
@@ -447,10 +443,7 @@ def summary_table(run: xr.Dataset) -> pd.DataFrame:
     """
     validate_run(run)
     names = [n for n in _CSV_COLUMNS if n in run.variables]
-    frame = (
-        run[names].transpose("year", "aggregate").to_dataframe()[names].reset_index()
-        .rename(columns=_CSV_COLUMNS)
-    )
+    frame = run[names].transpose("year", "aggregate").to_dataframe()[names].reset_index().rename(columns=_CSV_COLUMNS)
     return frame[["year", "aggregate", *(_CSV_COLUMNS[n] for n in names)]]
 
 
@@ -499,14 +492,20 @@ def _sink_panel(ax, run: xr.Dataset, aggregate: str, legend: bool) -> None:
     for name, colour, label in [("prior", _PRIOR, "prior"), ("posterior", _POSTERIOR, "posterior")]:
         mean = run[f"land_sink_{name}"].sel(aggregate=aggregate).values
         sd = run[f"land_sink_{name}_sd"].sel(aggregate=aggregate).values
-        ax.fill_between(years, mean - 2 * sd, mean + 2 * sd, color=colour, alpha=0.12, lw=0,
-                        label=f"{label} ±2σ")
-        ax.fill_between(years, mean - sd, mean + sd, color=colour, alpha=0.3, lw=0,
-                        label=f"{label} ±1σ")
+        ax.fill_between(years, mean - 2 * sd, mean + 2 * sd, color=colour, alpha=0.12, lw=0, label=f"{label} ±2σ")
+        ax.fill_between(years, mean - sd, mean + sd, color=colour, alpha=0.3, lw=0, label=f"{label} ±1σ")
         ax.plot(years, mean, color=colour, marker="o", ms=3.5, lw=1.6, label=f"{label} mean")
     if "land_sink_truth" in run:
-        ax.plot(years, run["land_sink_truth"].sel(aggregate=aggregate).values, color=_TRUTH,
-                ls="--", lw=1.4, marker="s", ms=3, label="truth (OSSE)")
+        ax.plot(
+            years,
+            run["land_sink_truth"].sel(aggregate=aggregate).values,
+            color=_TRUTH,
+            ls="--",
+            lw=1.4,
+            marker="s",
+            ms=3,
+            label="truth (OSSE)",
+        )
     ax.axhline(0, color="0.5", lw=0.6)
     ax.set_title(aggregate, fontsize=10)
     ax.grid(alpha=0.3)
@@ -556,8 +555,9 @@ def _figure_flux_monthly(run: xr.Dataset, path: Path) -> Path:
         ax.axhline(0, color="0.5", lw=0.6)
         ax.grid(alpha=0.3)
         ax.set_ylabel("flux (PgC yr$^{-1}$)")
-    top.set_title("Monthly global land-atmosphere CO$_2$ flux, sum of regions "
-                  "(positive = source to the atmosphere)", fontsize=11)
+    top.set_title(
+        "Monthly global land-atmosphere CO$_2$ flux, sum of regions (positive = source to the atmosphere)", fontsize=11
+    )
     bottom.set_title(f"{window}-month running mean", fontsize=10, loc="left")
     bottom.set_xlabel("month")
     top.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -579,8 +579,7 @@ def _figure_uncertainty_reduction(run: xr.Dataset, order: list[str], n_regions: 
     fig = Figure(figsize=(10.5, 0.32 * len(order) + 1.6), layout="constrained")
     ax = fig.subplots()
     ax.barh(y - 0.2, last_values, height=0.4, color=_POSTERIOR, label=f"{last}")
-    ax.barh(y + 0.2, mean_values, height=0.4, color="0.65",
-            label=f"mean {int(run['year'].values[0])}–{last}")
+    ax.barh(y + 0.2, mean_values, height=0.4, color="0.65", label=f"mean {int(run['year'].values[0])}–{last}")
     ax.set_yticks(y, order, fontsize=9)
     ax.invert_yaxis()
     lowest = float(np.nanmin([last_values.min(), mean_values.min()]))
@@ -616,22 +615,30 @@ def _figure_anomaly(run: xr.Dataset, order: list[str], n_regions: int, year: int
     y = np.arange(len(order))
     fig = Figure(figsize=(10.5, 0.32 * len(order) + 1.8), layout="constrained")
     ax = fig.subplots()
-    ax.errorbar(anomaly, y, xerr=2 * sd, fmt="none", ecolor=_POSTERIOR, elinewidth=0.8, capsize=0,
-                alpha=0.6, label="posterior ±2σ")
-    ax.errorbar(anomaly, y, xerr=sd, fmt="o", color=_POSTERIOR, elinewidth=2.2, capsize=3, ms=5,
-                label="posterior ±1σ")
+    ax.errorbar(
+        anomaly,
+        y,
+        xerr=2 * sd,
+        fmt="none",
+        ecolor=_POSTERIOR,
+        elinewidth=0.8,
+        capsize=0,
+        alpha=0.6,
+        label="posterior ±2σ",
+    )
+    ax.errorbar(anomaly, y, xerr=sd, fmt="o", color=_POSTERIOR, elinewidth=2.2, capsize=3, ms=5, label="posterior ±1σ")
     if "land_sink_truth" in run:
         truth = run["land_sink_truth"].sel(aggregate=order)
         truth_anomaly = truth - truth.sel(year=_reference_years(run)).mean("year")
-        ax.plot(truth_anomaly.sel(year=year).values, y, "x", color=_TRUTH, ms=7, mew=1.6,
-                label="truth (OSSE)")
+        ax.plot(truth_anomaly.sel(year=year).values, y, "x", color=_TRUTH, ms=7, mew=1.6, label="truth (OSSE)")
     ax.axvline(0, color="0.3", lw=0.8)
     _separate_totals(ax, n_regions, len(order))
     ax.set_yticks(y, order, fontsize=9)
     ax.invert_yaxis()
     ref = _reference_years(run)
-    ax.set_xlabel(f"land sink anomaly (PgC yr$^{{-1}}$) relative to {ref[0]}–{ref[-1]} mean; "
-                  "negative = weaker uptake than usual")
+    ax.set_xlabel(
+        f"land sink anomaly (PgC yr$^{{-1}}$) relative to {ref[0]}–{ref[-1]} mean; negative = weaker uptake than usual"
+    )
     ax.set_title(f"Posterior land-sink anomaly in {year} (the most anomalous year globally)", fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     fig.legend(fontsize=8, loc="outside lower center", ncol=3, frameon=False)
@@ -639,8 +646,11 @@ def _figure_anomaly(run: xr.Dataset, order: list[str], n_regions: int, year: int
 
 
 def _pick_sites(run: xr.Dataset, n: int = 4) -> list[str]:
-    sites = pd.DataFrame({"site": run["obs_site"].values.astype(str),
-                          "lat": run["obs_latitude"].values}).groupby("site")["lat"].mean()
+    sites = (
+        pd.DataFrame({"site": run["obs_site"].values.astype(str), "lat": run["obs_latitude"].values})
+        .groupby("site")["lat"]
+        .mean()
+    )
     sites = sites.sort_values(ascending=False)
     if len(sites) <= n:
         return list(sites.index)
@@ -657,11 +667,19 @@ def _figure_obs_fit(run: xr.Dataset, path: Path) -> Path:
         sel = np.flatnonzero(site_of == site)
         order = sel[np.argsort(run["obs_time"].values[sel])]
         t = run["obs_time"].values[order]
-        ax.errorbar(t, run["obs_value"].values[order], yerr=run["obs_uncertainty"].values[order],
-                    fmt=".", color="0.35", ms=3, elinewidth=0.5, alpha=0.7, label="observed ±1σ")
+        ax.errorbar(
+            t,
+            run["obs_value"].values[order],
+            yerr=run["obs_uncertainty"].values[order],
+            fmt=".",
+            color="0.35",
+            ms=3,
+            elinewidth=0.5,
+            alpha=0.7,
+            label="observed ±1σ",
+        )
         ax.plot(t, run["obs_prior_simulated"].values[order], color=_PRIOR, lw=1.2, label="prior simulated")
-        ax.plot(t, run["obs_posterior_simulated"].values[order], color=_POSTERIOR, lw=1.2,
-                label="posterior simulated")
+        ax.plot(t, run["obs_posterior_simulated"].values[order], color=_POSTERIOR, lw=1.2, label="posterior simulated")
         lat = float(np.mean(run["obs_latitude"].values[sel]))
         ax.set_title(f"{site} ({abs(lat):.1f}°{'N' if lat >= 0 else 'S'})", fontsize=10, loc="left")
         ax.set_ylabel("CO$_2$ − background\n(ppm)", fontsize=9)
@@ -686,11 +704,13 @@ def _figure_residuals(run: xr.Dataset, path: Path) -> Path:
     for ax, which, colour in [(axes[0], "prior", _PRIOR), (axes[1], "posterior", _POSTERIOR)]:
         r = _normalized_residuals(run, which)
         outside = int(np.sum(np.abs(r) > 5))
-        ax.hist(np.clip(r, -5, 5), bins=edges, density=True, color=colour, alpha=0.6,
-                label=f"{which} (n = {r.size})")
+        ax.hist(np.clip(r, -5, 5), bins=edges, density=True, color=colour, alpha=0.6, label=f"{which} (n = {r.size})")
         ax.plot(grid, normal, color="black", lw=1.3, label="N(0, 1)")
-        ax.set_title(f"{which}: mean {r.mean():+.2f}, sd {r.std():.2f}"
-                     + (f", {outside} beyond ±5 (in end bins)" if outside else ""), fontsize=10)
+        ax.set_title(
+            f"{which}: mean {r.mean():+.2f}, sd {r.std():.2f}"
+            + (f", {outside} beyond ±5 (in end bins)" if outside else ""),
+            fontsize=10,
+        )
         ax.set_xlabel("(obs − simulated) / uncertainty")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
@@ -711,11 +731,11 @@ def _draw_figures(run: xr.Dataset, figdir: Path) -> dict[str, Path]:
     if glob is not None:
         written["land_sink_global"] = _figure_land_sink_global(run, glob, target("land_sink_global"))
     if bands:
-        written["land_sink_latitude_bands"] = _figure_land_sink_bands(
-            run, bands, target("land_sink_latitude_bands"))
+        written["land_sink_latitude_bands"] = _figure_land_sink_bands(run, bands, target("land_sink_latitude_bands"))
     written["flux_monthly_global"] = _figure_flux_monthly(run, target("flux_monthly_global"))
     written["uncertainty_reduction"] = _figure_uncertainty_reduction(
-        run, order, n_regions, target("uncertainty_reduction"))
+        run, order, n_regions, target("uncertainty_reduction")
+    )
     if glob is not None:
         year = _most_anomalous_year(run, glob)
         written["anomaly_by_region"] = _figure_anomaly(run, order, n_regions, year, target("anomaly_by_region"))
@@ -747,22 +767,21 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; 
 
 _CAPTIONS = {
     "land_sink_global": "Annual global land sink (uptake positive). Shading: ±1σ (dark) and ±2σ "
-                        "(light) of the prior and the posterior.",
-    "land_sink_latitude_bands": "The same for each latitude band (each region split by its area "
-                                "fraction in the band).",
+    "(light) of the prior and the posterior.",
+    "land_sink_latitude_bands": "The same for each latitude band (each region split by its area fraction in the band).",
     "flux_monthly_global": "Monthly global land flux, sum of the regions, positive to the "
-                           "atmosphere (opposite sign to the land sink). Monthly uncertainty of "
-                           "the global sum needs the cross-region covariance and is shown only "
-                           "annually, above.",
+    "atmosphere (opposite sign to the land sink). Monthly uncertainty of "
+    "the global sum needs the cross-region covariance and is shown only "
+    "annually, above.",
     "uncertainty_reduction": "Uncertainty reduction 1 − σ_posterior/σ_prior of the annual sink for "
-                             "the last year and averaged over all years.",
+    "the last year and averaged over all years.",
     "anomaly_by_region": "Posterior land-sink anomaly of each region and total in the year with the "
-                         "largest global anomaly, with ±1σ (thick) and ±2σ (thin) error bars.",
+    "largest global anomaly, with ±1σ (thick) and ±2σ (thin) error bars.",
     "obs_fit_sites": "Observations (minus background) and their simulation with the prior and "
-                     "posterior fluxes at up to four sites spread in latitude.",
+    "posterior fluxes at up to four sites spread in latitude.",
     "residual_histograms": "Normalized residuals (obs − simulated)/uncertainty for all "
-                           "observations; with consistent error statistics the posterior "
-                           "histogram follows N(0, 1).",
+    "observations; with consistent error statistics the posterior "
+    "histogram follows N(0, 1).",
 }
 
 
@@ -798,16 +817,20 @@ def _band_table(run: xr.Dataset, columns: list[str]) -> str:
 
 def _region_table(run: xr.Dataset, order: list[str], n_regions: int, year: int) -> str:
     has_truth = "land_sink_truth" in run
-    heads = ["aggregate", "posterior ± 1σ", "prior ± 1σ"] + (["truth"] if has_truth else []) + [
-        "anomaly ± 1σ", "uncertainty reduction"]
-    rows = ["<tr>" + "".join(f'<th{" class=l" if i == 0 else ""}>{_e(h)}</th>'
-                             for i, h in enumerate(heads)) + "</tr>"]
+    heads = (
+        ["aggregate", "posterior ± 1σ", "prior ± 1σ"]
+        + (["truth"] if has_truth else [])
+        + ["anomaly ± 1σ", "uncertainty reduction"]
+    )
+    rows = ["<tr>" + "".join(f"<th{' class=l' if i == 0 else ''}>{_e(h)}</th>" for i, h in enumerate(heads)) + "</tr>"]
     for i, agg in enumerate(order):
         p = run.sel(year=year, aggregate=agg)
         first_total = i == n_regions and 0 < n_regions < len(order)
-        cells = [f'<td class="l">{_e(agg)}</td>',
-                 f"<td>{_pm(float(p['land_sink_posterior']), float(p['land_sink_posterior_sd']))}</td>",
-                 f"<td>{_pm(float(p['land_sink_prior']), float(p['land_sink_prior_sd']))}</td>"]
+        cells = [
+            f'<td class="l">{_e(agg)}</td>',
+            f"<td>{_pm(float(p['land_sink_posterior']), float(p['land_sink_posterior_sd']))}</td>",
+            f"<td>{_pm(float(p['land_sink_prior']), float(p['land_sink_prior_sd']))}</td>",
+        ]
         if has_truth:
             cells.append(f"<td>{float(p['land_sink_truth']):.2f}</td>")
         anomaly = _pm(float(p["land_sink_anomaly_posterior"]), float(p["land_sink_anomaly_posterior_sd"]))
@@ -827,26 +850,34 @@ def _html(run: xr.Dataset, figures: dict[str, Path], outdir: Path) -> str:
     time = pd.DatetimeIndex(run["time"].values)
     n_obs = run.sizes.get("obs", 0)
     n_sites = len(np.unique(run["obs_site"].values.astype(str))) if n_obs else 0
-    meta += [("period", f"{time[0]:%Y-%m} to {time[-1]:%Y-%m} ({time.size} months)"),
-             ("regions", str(run.sizes["region"])),
-             ("observations", f"{n_obs} from {n_sites} sites")]
+    meta += [
+        ("period", f"{time[0]:%Y-%m} to {time[-1]:%Y-%m} ({time.size} months)"),
+        ("regions", str(run.sizes["region"])),
+        ("observations", f"{n_obs} from {n_sites} sites"),
+    ]
     ref = _reference_years(run)
     meta.append(("anomaly reference period", f"{ref[0]}–{ref[-1]}"))
     meta.append(("report made", f"{_utc_now()} with assim {software_version()}"))
 
-    diag = [("DOFS (degrees of freedom for signal)", f"{_scalar(run, 'dofs'):.2f}"),
-            ("reduced χ² (≈ 1 when error statistics are consistent)", f"{_scalar(run, 'chi2_reduced'):.2f}")]
+    diag = [
+        ("DOFS (degrees of freedom for signal)", f"{_scalar(run, 'dofs'):.2f}"),
+        ("reduced χ² (≈ 1 when error statistics are consistent)", f"{_scalar(run, 'chi2_reduced'):.2f}"),
+    ]
     if n_obs:
         for which in ("prior", "posterior"):
             r = _normalized_residuals(run, which)
             diag.append((f"RMS normalized residual, {which}", f"{np.sqrt(np.mean(r**2)):.2f}"))
 
     def kv_table(pairs: Sequence[tuple[str, object]]) -> str:
-        return '<table class="meta">' + "".join(
-            f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs) + "</table>"
+        return (
+            '<table class="meta">'
+            + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+            + "</table>"
+        )
 
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         kv_table(meta),
@@ -856,22 +887,32 @@ def _html(run: xr.Dataset, figures: dict[str, Path], outdir: Path) -> str:
         "the opposite sign: positive to the atmosphere, so land_sink = −flux. A negative anomaly "
         "means the land took up less carbon than in the reference period. Uncertainties are 1σ "
         "unless labelled; annual and regional totals propagate the full posterior covariance.</p>",
-        "<h2>Diagnostics</h2>", kv_table(diag),
+        "<h2>Diagnostics</h2>",
+        kv_table(diag),
     ]
     if glob is not None:
-        parts += [f"<h2>Annual land sink, {_e(glob)} and latitude bands (PgC yr<sup>-1</sup>, uptake "
-                  "positive)</h2>", _band_table(run, [glob, *bands])]
-    parts += [f"<h2>Land sink in {last} by region (PgC yr<sup>-1</sup>, uptake positive)</h2>",
-              _region_table(run, order, len(per_region), last), "<h2>Figures</h2>"]
+        parts += [
+            f"<h2>Annual land sink, {_e(glob)} and latitude bands (PgC yr<sup>-1</sup>, uptake positive)</h2>",
+            _band_table(run, [glob, *bands]),
+        ]
+    parts += [
+        f"<h2>Land sink in {last} by region (PgC yr<sup>-1</sup>, uptake positive)</h2>",
+        _region_table(run, order, len(per_region), last),
+        "<h2>Figures</h2>",
+    ]
     for key, path in figures.items():
         rel = path.relative_to(outdir).as_posix()
-        parts.append(f'<figure><img src="{_e(rel)}" alt="{_e(key)}">'
-                     f"<figcaption>{_e(_CAPTIONS.get(key, key))}</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="{_e(rel)}" alt="{_e(key)}">'
+            f"<figcaption>{_e(_CAPTIONS.get(key, key))}</figcaption></figure>"
+        )
     if not n_obs:
         parts.append("<p>No observations in this run: no fit-to-observation figures.</p>")
     if "config" in run.attrs:
-        parts.append(f"<h2>Configuration</h2><details><summary>config (TOML) used for this run"
-                     f"</summary><pre>{_e(run.attrs['config'])}</pre></details>")
+        parts.append(
+            f"<h2>Configuration</h2><details><summary>config (TOML) used for this run"
+            f"</summary><pre>{_e(run.attrs['config'])}</pre></details>"
+        )
     if "history" in run.attrs:
         parts.append(f"<details><summary>history</summary><pre>{_e(run.attrs['history'])}</pre></details>")
     parts.append("</body></html>")

@@ -20,8 +20,14 @@ BANDS = {
     "Southern extratropics (90S-30S)": ["30S-90S"],
 }
 SITES = {  # code: (latitude, model-data mismatch ppm)
-    "ALT": (82.45, 0.75), "BRW": (71.32, 0.75), "MHD": (53.33, 1.5), "MLO": (19.54, 0.75),
-    "ASC": (-7.97, 0.75), "SMO": (-14.25, 0.75), "CGO": (-40.68, 0.75), "SPO": (-89.98, 0.75),
+    "ALT": (82.45, 0.75),
+    "BRW": (71.32, 0.75),
+    "MHD": (53.33, 1.5),
+    "MLO": (19.54, 0.75),
+    "ASC": (-7.97, 0.75),
+    "SMO": (-14.25, 0.75),
+    "CGO": (-40.68, 0.75),
+    "SPO": (-89.98, 0.75),
 }
 CONFIG = '[run]\nmethod = "analytic"\nyears = [2015, 2024]\nnote = "prior σ ×1.5, \\"quoted\\""\n'
 
@@ -64,8 +70,7 @@ def make_run(truth: bool = True, seed: int = 0) -> xr.Dataset:
 
     aggregates = [*names, "Global land", *BANDS]
     frac = regions["band_fraction"].to_pandas()
-    weights = np.vstack([np.eye(n_r), np.ones(n_r),
-                         *[frac[cols].sum(axis=1).to_numpy() for cols in BANDS.values()]])
+    weights = np.vstack([np.eye(n_r), np.ones(n_r), *[frac[cols].sum(axis=1).to_numpy() for cols in BANDS.values()]])
     n_y, n_g = years.size, len(aggregates)
 
     def sink(flux: np.ndarray) -> np.ndarray:
@@ -110,8 +115,7 @@ def make_run(truth: bool = True, seed: int = 0) -> xr.Dataset:
             "land_sink_posterior": (("year", "aggregate"), post),
             "land_sink_posterior_sd": (("year", "aggregate"), sd_of(cov_post)),
             "land_sink_posterior_covariance": (("year", "aggregate", "year_b", "aggregate_b"), cov_post),
-            "land_sink_anomaly_posterior": (("year", "aggregate"), anomaly,
-                                            {"reference_period": "2015-2024"}),
+            "land_sink_anomaly_posterior": (("year", "aggregate"), anomaly, {"reference_period": "2015-2024"}),
             "land_sink_anomaly_posterior_sd": (("year", "aggregate"), anomaly_sd),
             "uncertainty_reduction": (("year", "aggregate"), 1 - sd_of(cov_post) / sd_of(cov_prior)),
             "obs_value": ("obs", obs_value, {"units": "ppm", "background_ppm": 400.0}),
@@ -122,14 +126,25 @@ def make_run(truth: bool = True, seed: int = 0) -> xr.Dataset:
             "chi2_reduced": ((), 1.07),
         },
         coords={
-            "time": time, "region": names, "region_id": ("region", regions["region_id"].values),
-            "year": years, "aggregate": aggregates, "year_b": years, "aggregate_b": aggregates,
-            "obs_time": ("obs", obs_time), "obs_site": ("obs", site), "obs_latitude": ("obs", obs_lat),
+            "time": time,
+            "region": names,
+            "region_id": ("region", regions["region_id"].values),
+            "year": years,
+            "aggregate": aggregates,
+            "year_b": years,
+            "aggregate_b": aggregates,
+            "obs_time": ("obs", obs_time),
+            "obs_site": ("obs", site),
+            "obs_latitude": ("obs", obs_lat),
         },
         attrs={
-            "title": "Synthetic OSSE <2023 dip> & friends", "method": "analytic",
-            "prior_source": "priors.LandFluxEmulator (synthetic)", "created": "2025-01-01T00:00:00+00:00",
-            "software_version": "0.0.9-test", "config": CONFIG, "osse_seed": seed,
+            "title": "Synthetic OSSE <2023 dip> & friends",
+            "method": "analytic",
+            "prior_source": "priors.LandFluxEmulator (synthetic)",
+            "created": "2025-01-01T00:00:00+00:00",
+            "software_version": "0.0.9-test",
+            "config": CONFIG,
+            "osse_seed": seed,
             "history": "2025-01-01T00:00:00+00:00 assim 0.0.9-test: pipeline.run (analytic)",
         },
     )
@@ -171,8 +186,11 @@ def test_round_trip_keeps_values_strings_and_attrs(run, tmp_path):
     lines = back.attrs["history"].split("\n")
     assert lines[0] == run.attrs["history"]
     version = report.software_version()
-    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 assim {re.escape(version)}: "
-                        r"wrote run\.nc", lines[1]), lines[1]
+    assert re.fullmatch(
+        rf"\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00 assim {re.escape(version)}: "
+        r"wrote run\.nc",
+        lines[1],
+    ), lines[1]
     assert "Conventions" not in run.attrs and run.attrs["history"].count("\n") == 0  # input untouched
     with netCDF4.Dataset(path) as nc:
         assert nc["flux_posterior"].filters()["zlib"]
@@ -249,11 +267,15 @@ def test_summary_csv_columns_and_sign(run, tmp_path):
     path = report.write_summary_csv(run, tmp_path / "land_sink.csv")
     table = pd.read_csv(path)
     assert list(table.columns) == [
-        "year", "aggregate",
-        "land_sink_prior_PgC_per_yr", "land_sink_prior_sd_PgC_per_yr",
-        "land_sink_posterior_PgC_per_yr", "land_sink_posterior_sd_PgC_per_yr",
+        "year",
+        "aggregate",
+        "land_sink_prior_PgC_per_yr",
+        "land_sink_prior_sd_PgC_per_yr",
+        "land_sink_posterior_PgC_per_yr",
+        "land_sink_posterior_sd_PgC_per_yr",
         "uncertainty_reduction_fraction",
-        "land_sink_anomaly_posterior_PgC_per_yr", "land_sink_anomaly_posterior_sd_PgC_per_yr",
+        "land_sink_anomaly_posterior_PgC_per_yr",
+        "land_sink_anomaly_posterior_sd_PgC_per_yr",
         "land_sink_truth_PgC_per_yr",
     ]
     assert len(table) == run.sizes["year"] * run.sizes["aggregate"]
@@ -262,10 +284,12 @@ def test_summary_csv_columns_and_sign(run, tmp_path):
     flux_2023 = run["flux_posterior"].isel(time=years == 2023).mean("time")
     # land_sink = -flux, uptake positive
     region = str(run["region"].values[2])
-    np.testing.assert_allclose(row.loc[(2023, region), "land_sink_posterior_PgC_per_yr"],
-                               -float(flux_2023.sel(region=region)), rtol=1e-5)
-    np.testing.assert_allclose(row.loc[(2023, "Global land"), "land_sink_posterior_PgC_per_yr"],
-                               -float(flux_2023.sum()), rtol=1e-5)
+    np.testing.assert_allclose(
+        row.loc[(2023, region), "land_sink_posterior_PgC_per_yr"], -float(flux_2023.sel(region=region)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        row.loc[(2023, "Global land"), "land_sink_posterior_PgC_per_yr"], -float(flux_2023.sum()), rtol=1e-5
+    )
     assert (row.xs("Global land", level="aggregate")["land_sink_posterior_PgC_per_yr"] > 0).all()
     assert (row["land_sink_posterior_sd_PgC_per_yr"] > 0).all()
     no_truth = report.summary_table(run.drop_vars(["flux_truth", "land_sink_truth"]))

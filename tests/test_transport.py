@@ -36,10 +36,16 @@ def surface_obs(state: StateVector) -> xr.Dataset:
     mid = pd.DatetimeIndex(state.time) + pd.Timedelta(days=14)
     n = state.time.size * len(BAND_CENTRES)
     return observation_dataset(
-        np.full(n, 400.0), np.full(n, 0.5), units="ppm",
+        np.full(n, 400.0),
+        np.full(n, 0.5),
+        units="ppm",
         time=np.repeat(mid.to_numpy("datetime64[ns]"), len(BAND_CENTRES)),
-        latitude=np.tile(BAND_CENTRES, state.time.size), longitude=0.0, altitude=10.0,
-        site=np.tile(["NH", "NT", "ST", "SH"], state.time.size), platform="surface", category="mbl",
+        latitude=np.tile(BAND_CENTRES, state.time.size),
+        longitude=0.0,
+        altitude=10.0,
+        site=np.tile(["NH", "NT", "ST", "SH"], state.time.size),
+        platform="surface",
+        category="mbl",
     )
 
 
@@ -125,8 +131,9 @@ def test_steady_state_interhemispheric_difference_is_of_published_order(model):
     last = model.run(band_emissions(time, flux), initial_ppm=0.0).isel(time=slice(-12, None)).mean("time")
     north = last["band"].isin(["90N-30N", "30N-0"]).values
     mass = box_mass_fractions()
-    hemispheres = (mass[north] @ last.values[north] / mass[north].sum()
-                   - mass[~north] @ last.values[~north] / mass[~north].sum())
+    hemispheres = (
+        mass[north] @ last.values[north] / mass[north].sum() - mass[~north] @ last.values[~north] / mass[~north].sum()
+    )
     # Two-box theory: the hemispheric-mean difference is tau_ex / 2.124 ppm per PgC/yr, i.e.
     # 0.47-0.71 ppm for the 1-1.5 yr exchange times found from SF6; measured 0.72 (this
     # source sits in the extratropics, so it is slower to reach the equator).
@@ -201,8 +208,9 @@ def test_cache_key_changes_with_band_fractions(model, state):
     other_regions["band_fraction"][0] = [0.5, 0.5, 0.0, 0.0]
     other = StateVector(state.time, other_regions)
     assert jacobian_module.cache_key(model, state) != jacobian_module.cache_key(model, other)
-    assert jacobian_module.cache_key(model, state) == jacobian_module.cache_key(model, StateVector(
-        state.time, state.regions))
+    assert jacobian_module.cache_key(model, state) == jacobian_module.cache_key(
+        model, StateVector(state.time, state.regions)
+    )
 
 
 def test_registry_errors():

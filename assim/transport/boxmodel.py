@@ -108,22 +108,28 @@ def _check_parameters(table: pd.DataFrame, name: str) -> None:
     for column, allowed in (("process", _PROCESSES), ("box_a", BOX_LABELS), ("box_b", BOX_LABELS)):
         bad = ~table[column].isin(allowed)
         if bad.any():
-            raise ValueError(f"{name}: row {int(np.flatnonzero(bad)[0])} has {column} "
-                             f"{table[column][bad].iloc[0]!r}; expected one of {list(allowed)}")
+            raise ValueError(
+                f"{name}: row {int(np.flatnonzero(bad)[0])} has {column} "
+                f"{table[column][bad].iloc[0]!r}; expected one of {list(allowed)}"
+            )
     months = sorted(table["calendar_month"].unique())
     if months != list(range(1, 13)):
         raise ValueError(f"{name}: calendar_month must cover 1..12, found {months}")
     tau = table["timescale_days"].to_numpy(float)
     bad = ~np.isfinite(tau) | (tau == 0) | ((table["process"] == "mixing").to_numpy() & (tau < 0))
     if bad.any():
-        raise ValueError(f"{name}: row {int(np.flatnonzero(bad)[0])} has timescale_days {tau[bad][0]}; "
-                         "mixing needs > 0 days and advection a finite non-zero value")
+        raise ValueError(
+            f"{name}: row {int(np.flatnonzero(bad)[0])} has timescale_days {tau[bad][0]}; "
+            "mixing needs > 0 days and advection a finite non-zero value"
+        )
     advection = table[table["process"] == "advection"]
     level_a = advection["box_a"].map(BOX_LABELS.index) // N_SURFACE
     level_b = advection["box_b"].map(BOX_LABELS.index) // N_SURFACE
     if ((level_a != 0) | (level_b != 0)).any():
-        raise ValueError(f"{name}: advection rows must join two surface boxes (the upper "
-                         "troposphere return flow and vertical flows follow by continuity)")
+        raise ValueError(
+            f"{name}: advection rows must join two surface boxes (the upper "
+            "troposphere return flow and vertical flows follow by continuity)"
+        )
 
 
 def transport_matrices(table: pd.DataFrame) -> np.ndarray:
@@ -186,10 +192,10 @@ class MonthPropagator(NamedTuple):
         n = F.shape[0]
         block = np.zeros((3 * n, 3 * n))
         block[:n, :n] = F
-        block[:n, n:2 * n] = np.eye(n)
-        block[n:2 * n, 2 * n:] = np.eye(n)
+        block[:n, n : 2 * n] = np.eye(n)
+        block[n : 2 * n, 2 * n :] = np.eye(n)
         E = scipy.linalg.expm(block * days)
-        return cls(E[:n, :n], E[:n, n:2 * n], E[:n, 2 * n:], float(days))
+        return cls(E[:n, :n], E[:n, n : 2 * n], E[:n, 2 * n :], float(days))
 
 
 def month_lengths(time: np.ndarray) -> np.ndarray:
@@ -200,8 +206,10 @@ def month_lengths(time: np.ndarray) -> np.ndarray:
     expected = pd.date_range(index[0], periods=index.size, freq="MS")
     if not index.equals(expected):
         first = int(np.flatnonzero(index != expected)[0])
-        raise ValueError(f"time must be consecutive months; after {expected[first - 1]:%Y-%m} comes "
-                         f"{index[first]:%Y-%m}, expected {expected[first]:%Y-%m}")
+        raise ValueError(
+            f"time must be consecutive months; after {expected[first - 1]:%Y-%m} comes "
+            f"{index[first]:%Y-%m}, expected {expected[first]:%Y-%m}"
+        )
     return index.days_in_month.to_numpy(float)
 
 
@@ -244,8 +252,10 @@ class BoxModel12:
     def describe(self) -> str:
         """One line for reports: model, parameters and interhemispheric exchange time."""
         source = self.config.parameter_file or f"py12box defaults ({DEFAULT_PARAMETERS})"
-        return (f"AGAGE 12-box model (Cunnold et al. 1983; Rigby et al. 2013), transport from {source}, "
-                f"interhemispheric exchange time {self.interhemispheric_exchange_time():.2f} yr")
+        return (
+            f"AGAGE 12-box model (Cunnold et al. 1983; Rigby et al. 2013), transport from {source}, "
+            f"interhemispheric exchange time {self.interhemispheric_exchange_time():.2f} yr"
+        )
 
     def fingerprint(self) -> str:
         """sha256 of the configuration and every transport parameter value (for cache keys)."""
@@ -345,8 +355,11 @@ class BoxModel12:
         time = pd.date_range("2001-01", periods=12 * years, freq="MS").to_numpy("datetime64[ns]")
         north = np.arange(N_BOX) % N_SURFACE < N_SURFACE // 2
         emissions = np.tile(np.where(north[:N_SURFACE], 2.0 / N_SURFACE, 0.0), (time.size, 1))
-        chi = self.run(xr.DataArray(emissions, dims=("time", "band"),
-                                    coords={"time": time, "band": list(BANDS)}), 0.0).values[-12:].mean(0)
+        chi = (
+            self.run(xr.DataArray(emissions, dims=("time", "band"), coords={"time": time, "band": list(BANDS)}), 0.0)
+            .values[-12:]
+            .mean(0)
+        )
         w = self.mass
         gap = (w[north] @ chi[north]) / w[north].sum() - (w[~north] @ chi[~north]) / w[~north].sum()
         return float(PGC_PER_PPM.to("PgC/ppm").magnitude * gap)
@@ -354,9 +367,14 @@ class BoxModel12:
     @staticmethod
     def _box_array(values: np.ndarray, time: np.ndarray) -> xr.DataArray:
         return xr.DataArray(
-            values, dims=("time", "box"), name="co2",
-            coords={"time": time, "box": list(BOX_LABELS),
-                    "band": ("box", [label.split(" ", 1)[0] for label in BOX_LABELS]),
-                    "level": ("box", [label.split(" ", 1)[1] for label in BOX_LABELS])},
+            values,
+            dims=("time", "box"),
+            name="co2",
+            coords={
+                "time": time,
+                "box": list(BOX_LABELS),
+                "band": ("box", [label.split(" ", 1)[0] for label in BOX_LABELS]),
+                "level": ("box", [label.split(" ", 1)[1] for label in BOX_LABELS]),
+            },
             attrs={"units": "ppm", "long_name": "monthly-mean CO2 dry-air mole fraction"},
         )

@@ -180,6 +180,5 @@ def observation_rows(state: StateVector, obs: xr.Dataset) -> np.ndarray:
     bad = band < 0
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"obs {i} ({obs['site'].values[i]}): latitude {obs['latitude'].values[i]} "
-                         "is not in -90..90")
+        raise ValueError(f"obs {i} ({obs['site'].values[i]}): latitude {obs['latitude'].values[i]} is not in -90..90")
     return month * len(LATITUDE_BANDS) + band

@@ -1,0 +1,211 @@
+"""Synthetic worlds with a known truth (observing-system simulation experiments).
+
+A world is: a climatological prior land flux per region and month (mean sink plus a seasonal
+cycle), a truth = prior + one draw from B + a planted 2023-like heat/drought anomaly (the
+tropical land sink weakens by ``anomaly_pgc_per_yr`` for one year), fixed fossil and ocean
+fluxes that give the observations a realistic CO2 trend, and monthly-mean observations at
+real NOAA/CSIRO station locations with noise drawn from R.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
+from assim.problem import Problem
+from assim.state import FLUX_SIGN, FLUX_UNITS, LATITUDE_BANDS, StateVector, month_starts
+from assim.transport import Transport
+from observations import observation_dataset
+
+#: NOAA GML / CSIRO baseline stations: code -> (latitude, longitude, altitude m asl, category).
+STATIONS = {
+    "ALT": (82.45, -62.51, 185.0, "mbl"),
+    "BRW": (71.32, -156.61, 11.0, "mbl"),
+    "MHD": (53.33, -9.90, 5.0, "mbl"),
+    "NWR": (40.05, -105.59, 3523.0, "mixed"),
+    "MLO": (19.54, -155.58, 3397.0, "mbl"),
+    "KUM": (19.52, -154.82, 8.0, "mbl"),
+    "RPB": (13.17, -59.43, 20.0, "mbl"),
+    "ASC": (-7.97, -14.40, 85.0, "mbl"),
+    "SMO": (-14.25, -170.56, 42.0, "mbl"),
+    "CPT": (-34.35, 18.49, 230.0, "mbl"),
+    "CGO": (-40.68, 144.69, 94.0, "mbl"),
+    "SPO": (-89.98, -24.80, 2810.0, "mbl"),
+}
+
+#: Model-data mismatch (ppm) by site category, as in CarbonTracker/CTDAS.
+MISMATCH_PPM = {"mbl": 0.75, "mixed": 1.5, "aircraft": 2.0, "land": 2.5, "tower": 3.0}
+
+#: Fixed (known) non-land fluxes in PgC/yr and their share per latitude band (north to south):
+#: fossil emissions mostly northern extratropical, ocean uptake spread over all bands.
+FIXED_FLUXES = {
+    "fossil": (9.5, (0.75, 0.19, 0.04, 0.02)),
+    "ocean": (-2.8, (0.25, 0.20, 0.20, 0.35)),
+}
+
+
+@dataclass(frozen=True)
+class World:
+    """One synthetic world: everything a Problem needs, plus the truth."""
+
+    prior: xr.Dataset
+    obs: xr.Dataset
+    truth: xr.DataArray
+    background_ppm: np.ndarray
+    seed: int
+
+
+@dataclass(frozen=True)
+class OsseConfig:
+    """Parameters of a synthetic world (all fluxes PgC/yr, positive to the atmosphere)."""
+
+    start: str = "2015-01"
+    end: str = "2024-12"
+    seed: int = 0
+    sites: tuple[str, ...] = tuple(STATIONS)
+    mean_land_flux: float = -2.0
+    northern_seasonal_amplitude: float = 5.0
+    prior_sd_scale: float = 0.4
+    time_correlation_months: float = 3.0
+    region_correlation_km: float = 1500.0
+    anomaly_year: int = 2023
+    anomaly_pgc_per_yr: float = 1.5
+    initial_ppm: float = 400.0
+    obs_per_month: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sites) - set(STATIONS))
+        if unknown:
+            raise ValueError(f"osse.sites: unknown station(s) {unknown}; choose from {sorted(STATIONS)}")
+        if self.prior_sd_scale <= 0:
+            raise ValueError(f"osse.prior_sd_scale must be > 0, got {self.prior_sd_scale}")
+
+
+def climatological_prior(state: StateVector, config: OsseConfig) -> xr.Dataset:
+    """Prior Dataset: mean sink shared by area, seasonal cycle by hemisphere, sd by area.
+
+    The seasonal cycle peaks as a source in boreal winter (uptake maximum in July) in the
+    northern extratropics, the reverse in the southern extratropics, and is weak in the tropics.
+    """
+    regions = state.regions
+    area_share = (regions["area"] / regions["area"].sum()).values
+    frac = regions["band_fraction"]
+    north, south = frac.sel(band="90N-30N").values, frac.sel(band="30S-90S").values
+    tropics = 1 - north - south
+    month = pd.DatetimeIndex(state.time).month.to_numpy()
+    phase = np.cos(2 * np.pi * (month - 1) / 12)[:, None]  # +1 in January, -1 in July
+    amplitude = config.northern_seasonal_amplitude * (
+        north * area_share / max((north * area_share).sum(), 1e-12)
+        - 0.2 * south * area_share / max((south * area_share).sum(), 1e-12)
+        + 0.1 * tropics * area_share / max((tropics * area_share).sum(), 1e-12)
+    )
+    flux = config.mean_land_flux * area_share[None, :] + amplitude[None, :] * phase
+    sd = np.broadcast_to(config.prior_sd_scale * area_share / area_share.mean(), flux.shape)
+    attrs = {"units": FLUX_UNITS, "sign": FLUX_SIGN}
+    return xr.Dataset(
+        {
+            "flux": (("time", "region"), flux, {**attrs, "long_name": "prior land flux (climatology)"}),
+            "flux_sd": (("time", "region"), sd.copy(), {**attrs, "long_name": "prior land flux 1-sigma"}),
+        },
+        coords=state.coords(),
+        attrs={"prior_source": "osse climatology (mean sink by area, hemispheric seasonal cycle)"},
+    )
+
+
+def planted_anomaly(state: StateVector, config: OsseConfig) -> np.ndarray:
+    """(time, region) flux anomaly: the tropical land sink weakens by ``anomaly_pgc_per_yr`` in ``anomaly_year``.
+
+    Each region gets a share proportional to its tropical (30S-30N) area, constant over the
+    12 months, scaled so that the annual-mean *Tropics (30S-30N)* aggregate of
+    :func:`assim.posterior.land_aggregates` rises by exactly ``anomaly_pgc_per_yr`` (the global
+    total rises slightly more, as partly tropical regions carry it outside the band too).
+    """
+    regions = state.regions
+    frac = regions["band_fraction"]
+    tropical_fraction = (frac.sel(band="30N-0") + frac.sel(band="0-30S")).values
+    share = tropical_fraction * regions["area"].values
+    in_year = pd.DatetimeIndex(state.time).year == config.anomaly_year
+    anomaly = np.zeros(state.shape)
+    anomaly[in_year] = config.anomaly_pgc_per_yr * share / (tropical_fraction * share).sum()
+    return anomaly
+
+
+def observation_layout(state: StateVector, config: OsseConfig) -> xr.Dataset:
+    """Observation times and places (values zero, uncertainties from the mismatch table)."""
+    sites = list(config.sites)
+    days = np.linspace(5, 25, config.obs_per_month).astype(int)
+    times = np.array([t + np.timedelta64(int(d) - 1, "D") for t in state.time for d in days], dtype="datetime64[ns]")
+    time, site = np.meshgrid(times, sites, indexing="ij")
+    site = site.ravel()
+    lat, lon, alt, cat = (np.array([STATIONS[s][k] for s in site]) for k in range(4))
+    return observation_dataset(
+        np.zeros(site.size),
+        np.array([MISMATCH_PPM[c] for c in cat]),
+        units="ppm",
+        time=time.ravel(),
+        latitude=lat,
+        longitude=lon,
+        altitude=alt,
+        site=site,
+        platform="surface",
+        category=cat,
+        attrs={"source_file": "osse"},
+    )
+
+
+def fixed_flux_background(state: StateVector, obs: xr.Dataset, transport: Transport, initial_ppm: float) -> np.ndarray:
+    """CO2 (ppm) at each observation from the initial condition and the fixed fossil and ocean fluxes."""
+    bands = list(LATITUDE_BANDS)
+    names = list(FIXED_FLUXES)
+    pseudo_regions = xr.Dataset(
+        {
+            "region_id": ("region", np.arange(-len(names), 0)),
+            "area": ("region", np.ones(len(names))),
+            "centroid_latitude": ("region", np.zeros(len(names))),
+            "centroid_longitude": ("region", np.zeros(len(names))),
+            "band_fraction": (("region", "band"), np.array([FIXED_FLUXES[k][1] for k in names])),
+        },
+        coords={"region": names, "band": bands},
+    )
+    fixed_state = StateVector(state.time, pseudo_regions)
+    x_fixed = np.tile([FIXED_FLUXES[k][0] for k in names], state.time.size)
+    return initial_ppm + transport.jacobian(fixed_state, obs).matvec(x_fixed)
+
+
+def make_world(config: OsseConfig, regions: xr.Dataset, transport: Transport) -> World:
+    """Draw one synthetic world with seed ``config.seed``."""
+    rng = np.random.default_rng(config.seed)
+    state = StateVector(month_starts(config.start, config.end), regions)
+    prior = climatological_prior(state, config)
+    B = prior_covariance(
+        state,
+        prior["flux_sd"].values,
+        ExponentialCorrelation(config.time_correlation_months),
+        ExponentialCorrelation(config.region_correlation_km),
+    )
+    truth = prior["flux"].values + B.sample(rng).reshape(state.shape) + planted_anomaly(state, config)
+    layout = observation_layout(state, config)
+    background = fixed_flux_background(state, layout, transport, config.initial_ppm)
+    H = transport.jacobian(state, layout)
+    noise = DiagonalCovariance(layout["uncertainty"].values ** 2).sample(rng)
+    obs = layout.assign(value=layout["value"].copy(data=background + H.matvec(truth.ravel()) + noise))
+    obs = obs.assign_attrs(source_file=f"osse seed {config.seed}")
+    truth_da = state.to_dataarray(truth.ravel(), "flux_truth", {"long_name": "synthetic true land flux"})
+    return World(prior=prior, obs=obs, truth=truth_da, background_ppm=background, seed=config.seed)
+
+
+def world_problem(world: World, config: OsseConfig, regions: xr.Dataset, transport: Transport) -> Problem:
+    """The inversion problem of a world, with the world's own (correct) error statistics."""
+    return Problem.from_datasets(
+        world.prior,
+        world.obs,
+        transport,
+        regions,
+        ExponentialCorrelation(config.time_correlation_months),
+        ExponentialCorrelation(config.region_correlation_km),
+        background_ppm=world.background_ppm,
+    )

@@ -1,0 +1,95 @@
+"""Config validation and the command line end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from assim.cli import main
+from assim.config import Config, ConfigError, config_from_dict, load_config
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSIM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_empty_config_is_the_demo() -> None:
+    assert config_from_dict({}) == Config()
+
+
+def test_config_round_trips_through_toml(tmp_path: Path) -> None:
+    config = config_from_dict({"run": {"method": "analytic"}, "osse": {"seed": 4, "sites": ["MLO", "SPO"]}})
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml())
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"osse": {"sedd": 1}}, r"\[osse\] unknown key 'sedd'; valid keys: .*seed"),
+        ({"runn": {}}, r"unknown section \[runn\]"),
+        ({"osse": {"seed": "one"}}, r"\[osse\] seed: expected int, got 'one'"),
+        ({"osse": {"seed": True}}, r"\[osse\] seed: expected int"),
+        ({"osse": {"sites": ["MLO", "XXX"]}}, r"\[osse\] osse.sites: unknown station\(s\) \['XXX'\]"),
+        ({"run": {"method": "magic"}}, r"\[run\] method 'magic' unknown; choose one of \['analytic'"),
+        ({"run": {"reference_period": [2022]}}, r"\[run\] reference_period: expected 2 items"),
+        ({"run": {"reference_period": [2022, 2015]}}, r"must be \[first, last\] year"),
+        ({"transport": {"name": "tm5"}}, r"\[transport\] name 'tm5' unknown"),
+        ({"transport": {"options": {"speed": 2}}}, r"\[transport\] options: .*speed"),
+    ],
+)
+def test_bad_config_names_the_key(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[osse]\nseed = \n")
+    with pytest.raises(ConfigError, match=r"bad\.toml: not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"missing\.toml: no such config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_run_and_report_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "short.toml"
+    config.write_text('[osse]\nstart = "2021-01"\nend = "2024-12"\nseed = 3\n[run]\nreference_period = [2021, 2022]\n')
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "posterior global land sink" in printed and "2023:" in printed
+    run = xr.open_dataset(out / "run.nc")
+    assert run.attrs["Conventions"] == "CF-1.8"
+    assert load_config_text(run.attrs["config"]).osse.seed == 3
+    assert {"land_sink_posterior", "land_sink_truth", "dofs"} <= set(run.data_vars)
+    run.close()
+    assert (out / "land_sink.csv").exists() and (out / "report.html").exists()
+    (out / "report.html").unlink()
+    assert main(["report", str(out / "run.nc")]) == 0
+    assert (out / "report.html").exists()
+
+
+def load_config_text(text: str) -> Config:
+    import tomllib
+
+    return config_from_dict(tomllib.loads(text))
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[osse]\nseed = -1.5\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("assim: error: ") and "seed: expected int" in err
+    assert main(["report", str(tmp_path / "none.nc")]) == 2
+    assert "none.nc" in capsys.readouterr().err
+
+
+def test_methods_lists_solvers(capsys: pytest.CaptureFixture) -> None:
+    assert main(["methods"]) == 0
+    assert "analytic" in capsys.readouterr().out
