@@ -11,11 +11,6 @@ from assim.cli import main
 from assim.config import Config, ConfigError, config_from_dict, load_config
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ASSIM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 def test_empty_config_is_the_demo() -> None:
     assert config_from_dict({}) == Config()
 

@@ -189,3 +189,16 @@ def test_transcom_table_is_complete() -> None:
     assert regions.sizes["region"] == 11
     np.testing.assert_allclose(regions["band_fraction"].sum("band"), 1.0, atol=1e-5)
     assert regions["area"].sum() == pytest.approx(1.32e14, rel=0.01)  # land area in TransCom land regions
+
+
+@pytest.mark.realdata
+def test_shipped_transcom_table_matches_the_mask(shared_data) -> None:
+    from assim.state import TRANSCOM3_LAND, region_table_from_mask
+
+    mask = xr.open_dataset(shared_data / "regions" / "TRANSCOM_mask_original_1x1.nc")["mask64"]
+    area = xr.open_dataset(shared_data / "regions" / "area-1x1.nc")["cell_area"]
+    derived = region_table_from_mask(mask, area, TRANSCOM3_LAND, list(range(1, 12)))
+    shipped = transcom3_land_regions()
+    np.testing.assert_array_equal(derived["region"], shipped["region"])
+    for name in ("area", "centroid_latitude", "centroid_longitude", "band_fraction"):
+        np.testing.assert_allclose(derived[name], shipped[name], rtol=1e-5, atol=1e-5)

@@ -14,10 +14,7 @@ from assim.transport import make_transport
 
 
 @pytest.fixture(scope="module")
-def setting(tmp_path_factory: pytest.TempPathFactory):
-    import os
-
-    os.environ.setdefault("ASSIM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+def setting():
     return transcom3_land_regions(), make_transport("box12")
 
 
