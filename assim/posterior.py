@@ -103,6 +103,68 @@ class Posterior:
         return float((d_white @ d_white - g @ Ag) / p.m)
 
 
+class LowRankCovariance(LinearOperator):
+    """A = base + U diag(weights) U^T as a LinearOperator: a covariance that is never formed.
+
+    Solvers that do not build the dense posterior covariance return it in this form:
+    ``variational`` as B - U diag(1 - 1/lambda) U^T (U = L V from the Lanczos Ritz vectors V of
+    the prior-preconditioned Hessian, B = L L^T), ``ensemble`` as Z Z^T (``base=None``,
+    ``factor`` the (n, members) perturbation matrix, ``weights`` ones).
+
+    Parameters
+    ----------
+    factor : ndarray (n, k)
+        U, in state units (PgC/yr).
+    weights : ndarray (k,)
+        Diagonal of the rank-k middle factor (negative for a reduction of ``base``).
+    base : LinearOperator (n, n) with ``diagonal()``, optional
+        The full-rank part (e.g. the prior covariance B); ``None`` for zero.
+    """
+
+    def __init__(self, factor: np.ndarray, weights: np.ndarray, base: LinearOperator | None = None):
+        self.factor = np.asarray(factor, dtype=float)
+        self.weights = np.asarray(weights, dtype=float).ravel()
+        self.base = base
+        if self.factor.ndim != 2 or self.factor.shape[1] != self.weights.size:
+            raise ValueError(
+                f"LowRankCovariance: factor has shape {self.factor.shape} but weights has {self.weights.size} "
+                "entries; expected factor (n, k) and weights (k,)"
+            )
+        n = self.factor.shape[0]
+        if base is not None and tuple(base.shape) != (n, n):
+            raise ValueError(f"LowRankCovariance: base has shape {base.shape}, expected {(n, n)}")
+        super().__init__(dtype=np.float64, shape=(n, n))
+
+    def __repr__(self) -> str:
+        base = "0" if self.base is None else type(self.base).__name__
+        return f"LowRankCovariance(n={self.shape[0]}, rank={self.weights.size}, base={base})"
+
+    @property
+    def rank(self) -> int:
+        return self.weights.size
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float).reshape(self.shape[1], -1)
+        low = self.factor @ (self.weights[:, None] * (self.factor.T @ X))
+        return low if self.base is None else self.base.matmat(X) + low
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(np.reshape(x, (-1, 1))).ravel()
+
+    def _adjoint(self) -> LowRankCovariance:
+        return self
+
+    def diagonal(self) -> np.ndarray:
+        """Variances, (PgC/yr)^2, without forming A."""
+        low = (self.factor**2) @ self.weights
+        return low if self.base is None else self.base.diagonal() + low
+
+    def todense(self) -> np.ndarray:
+        """The full (n, n) matrix: for small problems, DOFS and tests."""
+        low = (self.factor * self.weights) @ self.factor.T
+        return low if self.base is None else to_dense(self.base) + low
+
+
 def aggregate(
     weights: xr.DataArray, state: StateVector, mean: np.ndarray, covariance: np.ndarray | LinearOperator
 ) -> xr.Dataset:
@@ -197,4 +259,38 @@ def anomaly(totals: xr.Dataset, reference: tuple[int, int]) -> xr.Dataset:
         {"mean": (("year", "aggregate"), mean), "sd": (("year", "aggregate"), np.sqrt(np.clip(var, 0, None)))},
         coords={"year": years, "aggregate": totals["aggregate"].values},
         attrs={"reference_period": f"{reference[0]}-{reference[1]}"},
+    )
+
+
+def monthly_aggregate(
+    aggregates: xr.DataArray, state: StateVector, mean: np.ndarray, covariance: np.ndarray | LinearOperator
+) -> xr.Dataset:
+    """Monthly totals of each aggregate with their marginal sd, over (time, aggregate).
+
+    Only the (region x region) diagonal blocks of the covariance are needed, so this never
+    forms the (months x aggregates) weight matrix of :func:`aggregate`.
+
+    Parameters
+    ----------
+    aggregates : DataArray (aggregate, region)
+        e.g. :func:`land_aggregates`.
+    """
+    G = aggregates.transpose("aggregate", "region").sel(region=state.region).values  # (k, R)
+    T, R = state.shape
+    if isinstance(covariance, np.ndarray):
+        blocks = np.einsum("trtq->trq", covariance.reshape(T, R, T, R))
+    else:
+        blocks = np.empty((T, R, R))
+        for t in range(T):
+            columns = np.zeros((state.size, R))
+            columns[t * R : (t + 1) * R] = np.eye(R)
+            blocks[t] = covariance.matmat(columns)[t * R : (t + 1) * R]
+    variance = np.einsum("kr,trq,kq->tk", G, blocks, G)
+    coords = {"time": state.time, "aggregate": aggregates["aggregate"].values}
+    return xr.Dataset(
+        {
+            "mean": (("time", "aggregate"), mean.reshape(T, R) @ G.T),
+            "sd": (("time", "aggregate"), np.sqrt(np.clip(variance, 0, None))),
+        },
+        coords=coords,
     )

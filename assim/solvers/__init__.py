@@ -43,5 +43,6 @@ def solve(problem: Problem, method: str = "analytic", **options) -> Posterior:
 
 
 from assim.solvers import analytic  # noqa: E402,F401  (registers itself)
+from assim.solvers import variational  # noqa: E402,F401  (registers itself)
 
 __all__ = ["SOLVERS", "solve", "solver"]
