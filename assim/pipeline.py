@@ -11,9 +11,9 @@ from tqdm.auto import tqdm
 from assim import __version__
 from assim.config import Config
 from assim.osse import make_world, world_problem
-from assim.posterior import Posterior, annual_mean_weights, anomaly, land_aggregates
+from assim.posterior import Posterior, annual_mean_weights, anomaly, land_aggregates, monthly_aggregate
 from assim.solvers import solve
-from assim.state import FLUX_UNITS, transcom3_land_regions
+from assim.state import FLUX_SIGN, FLUX_UNITS, transcom3_land_regions
 from assim.transport import make_transport
 
 SINK_ATTRS = {"units": FLUX_UNITS, "sign": "positive = uptake by land (land_sink = -flux)"}
@@ -57,7 +57,8 @@ def summarize(
 ) -> xr.Dataset:
     """The run Dataset of docs/outputs.md: fluxes, annual land sinks with covariance, obs fit, diagnostics."""
     state = posterior.state
-    weights = annual_mean_weights(state, land_aggregates(state.regions))
+    aggregates = land_aggregates(state.regions)
+    weights = annual_mean_weights(state, aggregates)
     post = posterior.aggregate(weights)
     prior = posterior.aggregate_prior(weights)
     anom = anomaly(post, reference)
@@ -79,6 +80,18 @@ def summarize(
     run["uncertainty_reduction"] = (1 - post["sd"] / prior["sd"]).assign_attrs(
         units="1", long_name="1 - posterior sd / prior sd"
     )
+    for which, mean, cov in (
+        ("prior", posterior.problem.x_prior, posterior.problem.B),
+        ("posterior", posterior.mean, posterior.covariance),
+    ):
+        monthly = monthly_aggregate(aggregates, state, mean, cov)
+        flux_attrs = {"units": FLUX_UNITS, "sign": FLUX_SIGN}
+        run[f"flux_aggregate_{which}"] = monthly["mean"].assign_attrs(
+            flux_attrs, long_name=f"{which} monthly total flux"
+        )
+        run[f"flux_aggregate_{which}_sd"] = monthly["sd"].assign_attrs(
+            flux_attrs, long_name=f"{which} monthly total 1-sigma"
+        )
     if truth is not None:
         run["flux_truth"] = truth.assign_attrs(long_name="synthetic true land flux")
         truth_totals = (weights * truth).sum(("time", "region"))

@@ -73,10 +73,14 @@ REQUIRED_VARIABLES: dict[str, tuple[str, ...]] = {
     "chi2_reduced": (),
 }
 
-#: Variables only an OSSE (synthetic truth) has.
+#: Variables a run may have: the truth (OSSE only) and monthly aggregate totals.
 OPTIONAL_VARIABLES: dict[str, tuple[str, ...]] = {
     "flux_truth": ("time", "region"),
     "land_sink_truth": ("year", "aggregate"),
+    "flux_aggregate_prior": ("time", "aggregate"),
+    "flux_aggregate_prior_sd": ("time", "aggregate"),
+    "flux_aggregate_posterior": ("time", "aggregate"),
+    "flux_aggregate_posterior_sd": ("time", "aggregate"),
 }
 
 _REQUIRED_COORDS = ("time", "region", "year", "aggregate", "obs_time", "obs_site", "obs_latitude")
@@ -549,6 +553,11 @@ def _figure_flux_monthly(run: xr.Dataset, path: Path) -> Path:
     for name, colour, label, ls in series:
         total = run[name].sum("region")
         top.plot(time, total.values, color=colour, ls=ls, lw=1.2, label=label)
+        sd_name = name.replace("flux_", "flux_aggregate_") + "_sd"
+        if sd_name in run:
+            sd = run[sd_name].sel(aggregate=_GLOBAL).values
+            top.fill_between(time, total - 2 * sd, total + 2 * sd, color=colour, alpha=0.12, lw=0)
+            top.fill_between(time, total - sd, total + sd, color=colour, alpha=0.25, lw=0)
         running = total.rolling(time=window, center=True).mean()
         bottom.plot(time, running.values, color=colour, ls=ls, lw=1.6, label=label)
     for ax in (top, bottom):
@@ -770,9 +779,8 @@ _CAPTIONS = {
     "(light) of the prior and the posterior.",
     "land_sink_latitude_bands": "The same for each latitude band (each region split by its area fraction in the band).",
     "flux_monthly_global": "Monthly global land flux, sum of the regions, positive to the "
-    "atmosphere (opposite sign to the land sink). Monthly uncertainty of "
-    "the global sum needs the cross-region covariance and is shown only "
-    "annually, above.",
+    "atmosphere (opposite sign to the land sink), with ±1σ and ±2σ of the global monthly total "
+    "(cross-region covariance propagated) where the run file carries them.",
     "uncertainty_reduction": "Uncertainty reduction 1 − σ_posterior/σ_prior of the annual sink for "
     "the last year and averaged over all years.",
     "anomaly_by_region": "Posterior land-sink anomaly of each region and total in the year with the "

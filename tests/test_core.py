@@ -16,7 +16,7 @@ from assim.covariance import (
     great_circle_km,
     month_lags,
 )
-from assim.posterior import annual_mean_weights, anomaly, land_aggregates
+from assim.posterior import aggregate, annual_mean_weights, anomaly, land_aggregates, monthly_aggregate
 from assim.state import StateVector, month_starts, transcom3_land_regions
 
 
@@ -202,3 +202,17 @@ def test_shipped_transcom_table_matches_the_mask(shared_data) -> None:
     np.testing.assert_array_equal(derived["region"], shipped["region"])
     for name in ("area", "centroid_latitude", "centroid_longitude", "band_fraction"):
         np.testing.assert_allclose(derived[name], shipped[name], rtol=1e-5, atol=1e-5)
+
+
+def test_monthly_aggregate_matches_the_general_aggregate() -> None:
+    p = small_problem(seed=9)
+    post = solve(p)
+    aggs = land_aggregates(p.state.regions)
+    monthly = monthly_aggregate(aggs, p.state, post.mean, post.covariance)
+    weights = xr.DataArray(np.eye(p.state.time.size), dims=("month", "time"), coords={"time": p.state.time}) * aggs
+    general = aggregate(weights, p.state, post.mean, post.covariance)
+    np.testing.assert_allclose(monthly["mean"].values, general["mean"].transpose("month", "aggregate").values)
+    np.testing.assert_allclose(monthly["sd"].values, general["sd"].transpose("month", "aggregate").values, rtol=1e-10)
+    via_operator = monthly_aggregate(aggs, p.state, p.x_prior, p.B)
+    prior = aggregate(weights, p.state, p.x_prior, p.B.todense())
+    np.testing.assert_allclose(via_operator["sd"].values, prior["sd"].transpose("month", "aggregate").values)
