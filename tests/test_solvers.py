@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
-from scipy.sparse.linalg import aslinearoperator
-from scipy.stats import norm
+from test_core import small_problem
 
 from assim import SOLVERS, Problem, solve
-from assim.covariance import DiagonalCovariance, ExponentialCorrelation, KroneckerCovariance, month_lags, to_dense
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance, to_dense
+from assim.osse import OsseConfig, make_world, world_problem
 from assim.posterior import LowRankCovariance, annual_mean_weights, land_aggregates
+from assim.solvers.ensemble import assimilate, extend, gaspari_cohn, nowcast, prior_ensemble
 from assim.solvers.variational import ConvergenceError
-from assim.state import StateVector, month_starts, transcom3_land_regions
-from test_core import small_problem
+from assim.state import StateVector, transcom3_land_regions
+from assim.transport import make_transport
 
 
 def whitened(p: Problem, cov: np.ndarray) -> np.ndarray:
@@ -87,3 +88,91 @@ def test_variational_raises_with_the_last_result_when_not_converged() -> None:
 def test_every_approximate_solver_is_registered() -> None:
     for name in ("variational", "ensemble", "hierarchical"):
         assert name in SOLVERS and SOLVERS[name].exact is False
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    """A two-year OSSE world with the 12-box transport: (config, world, problem, regions, transport)."""
+    import os
+
+    os.environ.setdefault("ASSIM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    regions, transport = transcom3_land_regions(), make_transport("box12")
+    config = OsseConfig(start="2023-01", end="2024-12", seed=5)
+    w = make_world(config, regions, transport)
+    return config, w, world_problem(w, config, regions, transport), regions, transport
+
+
+@pytest.mark.parametrize(("seed", "n_obs"), [(0, 60), (3, 400)])
+def test_full_rank_ensemble_is_exact(seed: int, n_obs: int) -> None:
+    p = small_problem(seed=seed, n_obs=n_obs)
+    exact, post = solve(p, method="analytic"), solve(p, method="ensemble")
+    assert post.info["members"] == p.n
+    np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-9, atol=1e-9 * np.abs(exact.mean).max())
+    np.testing.assert_allclose(post.covariance.todense(), exact.covariance, atol=1e-9 * np.abs(exact.covariance).max())
+
+
+def test_random_ensemble_is_within_sampling_error() -> None:
+    """N = 1000 random members for n = 264: mean off by well under a posterior sd, variances within ~10 %."""
+    p = small_problem(seed=0, n_obs=60)
+    exact = solve(p, method="analytic")
+    post = solve(p, method="ensemble", members=1000, seed=1)
+    z = (post.mean - exact.mean) / exact.sd
+    assert np.sqrt(np.mean(z**2)) < 0.4
+    assert 0.85 < np.mean(post.variance / exact.variance) < 1.05
+    small = solve(p, method="ensemble", members=30, seed=1)  # a small ensemble is over-confident
+    assert np.mean(small.variance / exact.variance) < 0.7
+
+
+def test_serial_localised_path_reduces_to_the_batch_update(world) -> None:
+    """A taper of one (localisation length far beyond the Earth) gives the exact answer by the serial path."""
+    _, _, p, _, _ = world
+    exact = solve(p, method="analytic")
+    post = solve(p, method="ensemble", localisation_km=1e9)
+    assert post.info["serial"] and post.info["batches"] == p.m
+    np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-7, atol=1e-8 * np.abs(exact.mean).max())
+    np.testing.assert_allclose(post.covariance.todense(), exact.covariance, atol=1e-8 * np.abs(exact.covariance).max())
+    lagged = solve(p, method="ensemble", lag_months=2)
+    # a lag window keeps an observation from updating later months: the last month keeps more spread
+    assert lagged.sd[-p.state.shape[1] :].mean() > exact.sd[-p.state.shape[1] :].mean()
+
+
+def test_gaspari_cohn_taper() -> None:
+    r = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+    taper = gaspari_cohn(r)
+    assert taper[0] == 1.0 and taper[-2] == pytest.approx(0.0, abs=1e-12) and taper[-1] == 0.0
+    assert np.all(np.diff(taper) <= 0)
+    assert taper[2] == pytest.approx(5 / 24, rel=1e-12)  # both branches meet at r = 1
+
+
+def sub_problem(problem: Problem, config: OsseConfig, months: int, regions, transport) -> tuple:
+    """Prior over the first ``months`` months and the observations of the last of them."""
+    state = StateVector(problem.state.time[:months], regions)
+    n = state.size
+    B = prior_covariance(
+        state,
+        problem.B.sd[:n],
+        ExponentialCorrelation(config.time_correlation_months),
+        ExponentialCorrelation(config.region_correlation_km),
+    )
+    month = problem.obs["time"].values.astype("datetime64[M]")
+    rows = np.flatnonzero(month == problem.state.time[months - 1].astype("datetime64[M]"))
+    H = transport.jacobian(state, problem.obs.isel(obs=rows))
+    return state, problem.x_prior[:n], B, H, problem.y[rows], DiagonalCovariance(problem.R.variance[rows])
+
+
+def test_nowcast_month_by_month_equals_batch(world) -> None:
+    config, _, p, regions, transport = world
+    exact = solve(p, method="analytic")
+    first = 12
+    state, x_b, B, _, _, _ = sub_problem(p, config, first, regions, transport)
+    rows = np.flatnonzero(p.obs["time"].values < np.datetime64(str(p.state.time[first])))
+    H = transport.jacobian(state, p.obs.isel(obs=rows))
+    carried, _ = assimilate(prior_ensemble(state, x_b, B), H, p.y[rows], DiagonalCovariance(p.R.variance[rows]))
+    for months in range(first + 1, p.state.shape[0] + 1):
+        carried = nowcast(carried, *sub_problem(p, config, months, regions, transport))
+    np.testing.assert_allclose(carried.mean, exact.mean, rtol=1e-8, atol=1e-9 * np.abs(exact.mean).max())
+    np.testing.assert_allclose(
+        carried.covariance().todense(), exact.covariance, atol=1e-9 * np.abs(exact.covariance).max()
+    )
+    with pytest.raises(ValueError, match="must start with the ensemble's 24 months"):
+        extend(carried, state, x_b, B)

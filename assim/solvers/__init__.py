@@ -42,7 +42,11 @@ def solve(problem: Problem, method: str = "analytic", **options) -> Posterior:
     return SOLVERS[method](problem, **options)
 
 
-from assim.solvers import analytic  # noqa: E402,F401  (registers itself)
-from assim.solvers import variational  # noqa: E402,F401  (registers itself)
+# registration: each module registers its solver on import
+from assim.solvers import (  # noqa: E402
+    analytic,  # noqa: F401
+    ensemble,  # noqa: F401
+    variational,  # noqa: F401
+)
 
 __all__ = ["SOLVERS", "solve", "solver"]
