@@ -13,6 +13,15 @@ Layout (dim ``obs``):
 ``platform``   one of :data:`PLATFORMS` (coord)
 ``category``   model-data-mismatch category, e.g. ``"mbl"`` (coord)
 =============  =====================================================================
+
+Whole-globe quantities (global means, growth rates, budget terms) have category ``"global"``
+and NaN ``latitude``/``longitude``: a point operator must refuse them rather than place them
+somewhere on the map.
+
+Optional coords (validated when present, see :data:`OPTIONAL_COORD_ATTRS`): ``flag`` (integer,
+0 = usable; rejected data are kept and flagged, never dropped silently), ``flag_reason``,
+``scale`` (calibration scale, e.g. ``"WMO CO2 X2019"``), ``intake_height`` (m above ground),
+``time_start``/``time_end`` (the averaging period of a mean).
 """
 
 from __future__ import annotations
@@ -32,6 +41,26 @@ COORD_ATTRS = {
     "site": {"long_name": "site code"},
     "platform": {"long_name": "observing platform", "flag_values": " ".join(PLATFORMS)},
     "category": {"long_name": "model-data mismatch category"},
+}
+
+
+#: Category of whole-globe quantities; their latitude and longitude are NaN.
+GLOBAL_CATEGORY = "global"
+
+#: Flag values of the optional ``flag`` coord (0 = usable).
+FLAG_MEANINGS = {0: "usable", 1: "rejected_by_provider", 2: "outlier", 3: "not_selected"}
+
+OPTIONAL_COORD_ATTRS = {
+    "flag": {
+        "long_name": "quality flag (0 = usable)",
+        "flag_values": " ".join(str(k) for k in FLAG_MEANINGS),
+        "flag_meanings": " ".join(FLAG_MEANINGS.values()),
+    },
+    "flag_reason": {"long_name": "why the observation is flagged (empty when usable)"},
+    "scale": {"long_name": "calibration scale of value"},
+    "intake_height": {"long_name": "sample intake height above ground", "units": "m"},
+    "time_start": {"long_name": "start of the averaging period (UTC)"},
+    "time_end": {"long_name": "end of the averaging period (UTC, exclusive)"},
 }
 
 
@@ -97,12 +126,13 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
             f"{where}'value' and 'uncertainty' need the same 'units' attribute, found "
             f"{units!r} and {ds['uncertainty'].attrs.get('units')!r}"
         )
+    whole_globe = ds["category"].values.astype(str) == GLOBAL_CATEGORY
     lat = ds["latitude"].values.astype(float)
-    bad = ~(np.abs(lat) <= 90)
+    bad = ~((np.abs(lat) <= 90) | (whole_globe & np.isnan(lat)))
     if bad.any():
         raise ObservationError(f"{where}'latitude' outside -90..90 at {_first_bad(ds, bad)}")
     lon = ds["longitude"].values.astype(float)
-    bad = ~((lon >= -180) & (lon <= 360))
+    bad = ~(((lon >= -180) & (lon <= 360)) | (whole_globe & np.isnan(lon)))
     if bad.any():
         raise ObservationError(f"{where}'longitude' outside -180..360 at {_first_bad(ds, bad)}")
     platform = ds["platform"].values.astype(str)
@@ -111,7 +141,14 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
         raise ObservationError(
             f"{where}'platform' {platform[bad][0]!r} is not one of {PLATFORMS} at {_first_bad(ds, bad)}"
         )
-    return ds.assign_coords({name: ds[name].assign_attrs(COORD_ATTRS[name]) for name in COORDS})
+    optional = [name for name in OPTIONAL_COORD_ATTRS if name in ds.variables]
+    for name in optional:
+        if ds[name].dims != ("obs",):
+            raise ObservationError(f"{where}{name!r} has dims {ds[name].dims}, expected ('obs',)")
+    if "flag" in ds.variables and not np.issubdtype(ds["flag"].dtype, np.integer):
+        raise ObservationError(f"{where}'flag' must be integer (0 = usable), got {ds['flag'].dtype}")
+    attrs = {name: COORD_ATTRS[name] for name in COORDS} | {name: OPTIONAL_COORD_ATTRS[name] for name in optional}
+    return ds.assign_coords({name: ds[name].assign_attrs(extra) for name, extra in attrs.items()})
 
 
 def observation_dataset(
@@ -127,8 +164,14 @@ def observation_dataset(
     platform: np.ndarray | str,
     category: np.ndarray | str,
     attrs: dict | None = None,
+    coords: dict[str, np.ndarray] | None = None,
+    data_vars: dict[str, tuple] | None = None,
 ) -> xr.Dataset:
-    """Assemble and validate an Observation Dataset from 1-D arrays (scalars broadcast)."""
+    """Assemble and validate an Observation Dataset from 1-D arrays (scalars broadcast).
+
+    ``coords`` adds optional obs-dim coords (e.g. ``flag``, ``scale``, ``intake_height``; scalars
+    broadcast); ``data_vars`` adds further variables as xarray ``(dims, values, attrs)`` tuples.
+    """
     n = np.asarray(value).shape[0]
 
     def column(x: np.ndarray | str) -> np.ndarray:
@@ -148,7 +191,8 @@ def observation_dataset(
             "site": ("obs", column(site).astype(str)),
             "platform": ("obs", column(platform).astype(str)),
             "category": ("obs", column(category).astype(str)),
+            **{name: ("obs", column(x)) for name, x in (coords or {}).items()},
         },
         attrs=dict(attrs or {}),
     )
-    return validate(ds)
+    return validate(ds.assign(data_vars or {}))
