@@ -225,6 +225,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary data file
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
