@@ -249,3 +249,68 @@ def prior_covariance(
         ),
         sd,
     )
+
+
+class StackedCovariance(LinearOperator):
+    """Block-diagonal covariance of a state made of independent parts, e.g. [land flux, extras].
+
+    Parameters
+    ----------
+    blocks : list of LinearOperator or ndarray
+        Each block's covariance, in state order; each needs ``diagonal()`` and ``sqrt()`` (or is a
+        dense array, factored by Cholesky).
+    """
+
+    def __init__(self, blocks: list[LinearOperator | np.ndarray]):
+        self.blocks = list(blocks)
+        self._edges = np.cumsum([0] + [b.shape[0] for b in self.blocks])
+        n = int(self._edges[-1])
+        super().__init__(dtype=np.float64, shape=(n, n))
+
+    def __repr__(self) -> str:
+        return f"StackedCovariance({', '.join(type(b).__name__ + str(b.shape) for b in self.blocks)})"
+
+    def _parts(self) -> zip:
+        return zip(self.blocks, self._edges[:-1], self._edges[1:], strict=True)
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float).reshape(self.shape[0], -1)
+        return np.concatenate([block @ X[lo:hi] for block, lo, hi in self._parts()])
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(x.reshape(-1, 1)).ravel()
+
+    def _adjoint(self) -> StackedCovariance:
+        return self
+
+    def diagonal(self) -> np.ndarray:
+        return np.concatenate([np.diag(b) if isinstance(b, np.ndarray) else b.diagonal() for b in self.blocks])
+
+    def todense(self) -> np.ndarray:
+        return scipy.linalg.block_diag(*(to_dense(b) for b in self.blocks))
+
+    def sqrt(self) -> LinearOperator:
+        """Block-diagonal L with B = L L^T."""
+        factors = [scipy.linalg.cholesky(b, lower=True) if isinstance(b, np.ndarray) else b.sqrt() for b in self.blocks]
+        edges, n = self._edges, self.shape[0]
+
+        def apply(Z: np.ndarray, adjoint: bool) -> np.ndarray:
+            Z = np.asarray(Z, dtype=float).reshape(n, -1)
+            return np.concatenate(
+                [(f.T if adjoint else f) @ Z[lo:hi] for f, lo, hi in zip(factors, edges[:-1], edges[1:], strict=True)]
+            )
+
+        return LinearOperator(
+            shape=(n, n),
+            dtype=np.float64,
+            matvec=lambda z: apply(z, False).ravel(),
+            matmat=lambda Z: apply(Z, False),
+            rmatvec=lambda z: apply(z, True).ravel(),
+            rmatmat=lambda Z: apply(Z, True),
+        )
+
+    def sample(self, rng: np.random.Generator, size: int | None = None) -> np.ndarray:
+        """Draws from N(0, B): shape (n,) or (size, n)."""
+        k = 1 if size is None else size
+        draws = self.sqrt().matmat(rng.standard_normal((self.shape[0], k))).T
+        return draws[0] if size is None else draws

@@ -185,8 +185,8 @@ def aggregate(
         ``_b`` copies of each leading dim.
     """
     out_dims = [d for d in weights.dims if d not in ("time", "region")]
-    flat = state.to_vector(weights.transpose("time", "region", *out_dims))  # (n, *out)
-    W = flat.reshape(state.size, -1).T
+    flat = state.to_vector(weights.transpose("time", "region", *out_dims))  # (n_flux, *out)
+    W = state.pad(flat.reshape(state.n_flux, -1)).T
     WA = (covariance @ W.T).T if isinstance(covariance, np.ndarray) else covariance.matmat(W.T).T
     cov = WA @ W.T
     cov = 0.5 * (cov + cov.T)
@@ -278,18 +278,19 @@ def monthly_aggregate(
     G = aggregates.transpose("aggregate", "region").sel(region=state.region).values  # (k, R)
     T, R = state.shape
     if isinstance(covariance, np.ndarray):
-        blocks = np.einsum("trtq->trq", covariance.reshape(T, R, T, R))
+        flux_block = covariance[: state.n_flux, : state.n_flux]
+        blocks = np.einsum("trtq->trq", flux_block.reshape(T, R, T, R))
     else:
         blocks = np.empty((T, R, R))
         for t in range(T):
-            columns = np.zeros((state.size, R))
+            columns = np.zeros((state.size, R))  # unit vectors of month t's regions
             columns[t * R : (t + 1) * R] = np.eye(R)
             blocks[t] = covariance.matmat(columns)[t * R : (t + 1) * R]
     variance = np.einsum("kr,trq,kq->tk", G, blocks, G)
     coords = {"time": state.time, "aggregate": aggregates["aggregate"].values}
     return xr.Dataset(
         {
-            "mean": (("time", "aggregate"), mean.reshape(T, R) @ G.T),
+            "mean": (("time", "aggregate"), mean[: state.n_flux].reshape(T, R) @ G.T),
             "sd": (("time", "aggregate"), np.sqrt(np.clip(variance, 0, None))),
         },
         coords=coords,

@@ -146,7 +146,7 @@ def month_starts(start: str, end: str) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class StateVector:
-    """Monthly flux per region, flattened time-major.
+    """Monthly flux per region, flattened time-major, optionally followed by extra parameters.
 
     Parameters
     ----------
@@ -154,10 +154,15 @@ class StateVector:
         Month starts.
     regions : Dataset (region)
         Region table as returned by :func:`transcom3_land_regions` or :func:`region_table_from_mask`.
+    extras : Dataset (extra), optional
+        Scalar parameters appended after the flux block (e.g. annual fossil, ocean and land-use
+        corrections in PgC/yr, an initial-condition offset in ppm): coords ``extra`` (label),
+        ``component`` and ``units``. The flux block is elements ``0 .. n_flux - 1``.
     """
 
     time: np.ndarray
     regions: xr.Dataset
+    extras: xr.Dataset | None = None
 
     def __post_init__(self) -> None:
         time = np.asarray(self.time, dtype="datetime64[ns]")
@@ -166,6 +171,10 @@ class StateVector:
         if np.any(np.diff(time) <= np.timedelta64(0)):
             raise ValueError("StateVector.time must be strictly increasing")
         object.__setattr__(self, "time", time)
+        if self.extras is not None:
+            missing = {"extra", "component", "units"} - set(self.extras.coords)
+            if missing or set(self.extras.dims) != {"extra"}:
+                raise ValueError(f"StateVector.extras needs dim 'extra' and coords {sorted(missing)}")
 
     @property
     def region(self) -> np.ndarray:
@@ -173,11 +182,20 @@ class StateVector:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(months, regions) of the flux block."""
         return (self.time.size, self.region.size)
 
     @property
-    def size(self) -> int:
+    def n_flux(self) -> int:
         return self.time.size * self.region.size
+
+    @property
+    def n_extra(self) -> int:
+        return 0 if self.extras is None else self.extras.sizes["extra"]
+
+    @property
+    def size(self) -> int:
+        return self.n_flux + self.n_extra
 
     @property
     def days_in_month(self) -> np.ndarray:
@@ -186,8 +204,19 @@ class StateVector:
     def coords(self) -> dict[str, np.ndarray]:
         return {"time": self.time, "region": self.region}
 
+    def extra_index(self, component: str) -> np.ndarray:
+        """Positions in the full state vector of the extras of one component."""
+        if self.extras is None or component not in self.extras["component"].values:
+            raise ValueError(f"state has no extra component {component!r}")
+        return self.n_flux + np.flatnonzero(self.extras["component"].values == component)
+
+    def pad(self, flux_part: np.ndarray) -> np.ndarray:
+        """Full-length vector(s) from a flux-block vector (n_flux, ...), zeros for the extras."""
+        flux_part = np.asarray(flux_part)
+        return np.concatenate([flux_part, np.zeros((self.n_extra, *flux_part.shape[1:]))])
+
     def to_vector(self, field: xr.DataArray) -> np.ndarray:
-        """Flatten a (time, region) DataArray into the state order; labels must match exactly."""
+        """Flatten a (time, region, ...) DataArray into flux-block order (n_flux, ...); labels must match exactly."""
         missing = {"time", "region"} - set(field.dims)
         if missing:
             raise ValueError(f"{field.name or 'field'} lacks dims {sorted(missing)}; has {field.dims}")
@@ -199,17 +228,23 @@ class StateVector:
                 f"{field.name or 'field'} labels differ from the state's; reindex to the state's "
                 f"{self.time.size} months x {self.region.size} regions first"
             )
-        return aligned.values.reshape(self.size, *aligned.shape[2:])
+        return aligned.values.reshape(self.n_flux, *aligned.shape[2:])
 
     def to_dataarray(self, x: np.ndarray, name: str, attrs: dict | None = None) -> xr.DataArray:
-        """Unflatten a state vector (n,) into a labelled (time, region) DataArray."""
+        """The flux block of a state vector (length ``size`` or ``n_flux``) as a labelled (time, region) DataArray."""
         x = np.asarray(x)
-        if x.shape[0] != self.size:
+        if x.shape[0] not in (self.size, self.n_flux):
             raise ValueError(f"{name}: vector length {x.shape[0]} != state size {self.size}")
         return xr.DataArray(
-            x.reshape(self.shape),
+            x[: self.n_flux].reshape(self.shape),
             dims=("time", "region"),
             coords=self.coords(),
             name=name,
             attrs={"units": FLUX_UNITS, "sign": FLUX_SIGN, **(attrs or {})},
         )
+
+    def extras_dataarray(self, x: np.ndarray, name: str) -> xr.DataArray:
+        """The extra parameters of a state vector as a labelled (extra,) DataArray."""
+        if self.extras is None:
+            raise ValueError("state has no extra parameters")
+        return xr.DataArray(np.asarray(x)[self.n_flux :], dims="extra", coords=self.extras.coords, name=name)

@@ -13,6 +13,7 @@ from assim.covariance import (
     DiagonalCovariance,
     ExponentialCorrelation,
     KroneckerCovariance,
+    StackedCovariance,
     great_circle_km,
     month_lags,
 )
@@ -216,3 +217,36 @@ def test_monthly_aggregate_matches_the_general_aggregate() -> None:
     via_operator = monthly_aggregate(aggs, p.state, p.x_prior, p.B)
     prior = aggregate(weights, p.state, p.x_prior, p.B.todense())
     np.testing.assert_allclose(via_operator["sd"].values, prior["sd"].transpose("month", "aggregate").values)
+
+
+def test_state_with_extras_and_stacked_covariance() -> None:
+    rng = np.random.default_rng(4)
+    p = small_problem(seed=4)
+    extras = xr.Dataset(
+        coords={
+            "extra": ["fossil 2021", "fossil 2022", "initial"],
+            "component": ("extra", ["fossil", "fossil", "initial"]),
+            "units": ("extra", ["PgC yr-1", "PgC yr-1", "ppm"]),
+        }
+    )
+    state = StateVector(p.state.time, p.state.regions, extras)
+    assert state.size == p.state.size + 3
+    np.testing.assert_array_equal(state.extra_index("fossil"), [p.state.size, p.state.size + 1])
+    extra_cov = np.array([[0.25, 0.2, 0.0], [0.2, 0.25, 0.0], [0.0, 0.0, 1.0]])
+    B = StackedCovariance([p.B, extra_cov])
+    dense = B.todense()
+    X = rng.normal(size=(state.size, 2))
+    np.testing.assert_allclose(B.matmat(X), dense @ X, rtol=1e-12)
+    L = B.sqrt()
+    np.testing.assert_allclose(L.matmat(L.rmatmat(np.eye(state.size))), dense, atol=1e-12)
+    H = np.hstack([p.H.matmat(np.eye(p.n)), rng.normal(0, 0.3, (p.m, 3))])
+    problem = Problem(state, np.concatenate([p.x_prior, np.zeros(3)]), B, aslinearoperator(H), p.y, p.R)
+    mean_ref, cov_ref = dense_posterior(problem)
+    post = solve(problem)
+    np.testing.assert_allclose(post.mean, mean_ref, rtol=1e-9, atol=1e-12)
+    weights = annual_mean_weights(state, land_aggregates(state.regions))
+    totals = post.aggregate(weights)
+    W = state.pad(state.to_vector(weights.transpose("time", "region", "year", "aggregate")).reshape(state.n_flux, -1)).T
+    np.testing.assert_allclose(totals["sd"].values.ravel() ** 2, np.diag(W @ cov_ref @ W.T), rtol=1e-8)
+    assert post.flux()["flux_posterior"].shape == state.shape
+    assert state.extras_dataarray(post.mean, "x").sel(extra="initial").size == 1
