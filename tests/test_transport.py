@@ -234,3 +234,32 @@ def test_bad_parameter_file_is_named(tmp_path):
 def test_unit_source_uses_the_shared_ppm_conversion(model):
     per_pgc_per_year = model.unit_source[0, 0] * box_mass_fractions()[0] * convert(1.0, "year", "day")
     assert per_pgc_per_year == pytest.approx(1 / PGC_PER_PPM.magnitude, rel=1e-12)
+
+
+def test_global_mean_observation_samples_the_four_surface_boxes() -> None:
+    transport = make_transport("box12", cache=False)
+    regions = transcom3_land_regions()
+    state = StateVector(month_starts("2020-01", "2020-12"), regions)
+    times = np.array(["2020-06-16"] * 5, dtype="datetime64[ns]")
+    lat = np.array([60.0, 15.0, -15.0, -60.0, np.nan])
+    obs = observation_dataset(
+        np.zeros(5),
+        np.ones(5),
+        units="ppm",
+        time=times,
+        latitude=lat,
+        longitude=np.where(np.isnan(lat), np.nan, 0.0),
+        altitude=np.full(5, np.nan),
+        site=["A", "B", "C", "D", "GLOBAL"],
+        platform="surface",
+        category=["mbl"] * 4 + ["global"],
+    )
+    H = transport.jacobian(state, obs).todense()
+    np.testing.assert_allclose(H[4], H[:4].mean(axis=0), rtol=1e-12)
+
+
+def test_timescale_factor_changes_the_gradient_not_the_mass() -> None:
+    base, slow = make_transport("box12", cache=False), make_transport("box12", cache=False, timescale_factor=1.5)
+    assert slow.interhemispheric_exchange_time() == pytest.approx(1.5 * base.interhemispheric_exchange_time(), rel=0.05)
+    with pytest.raises(ValueError, match="timescale_factor must be > 0"):
+        make_transport("box12", timescale_factor=0.0)

@@ -53,7 +53,7 @@ import scipy.linalg
 import xarray as xr
 
 from assim.state import LATITUDE_BANDS, StateVector
-from assim.transport.jacobian import Jacobian, observation_rows, surface_jacobian
+from assim.transport.jacobian import Jacobian, sampling_matrix, surface_jacobian
 from observations.units import PGC_PER_PPM, convert
 
 #: Vertical levels as (bottom, top) pressure in hPa, lowest first.
@@ -233,14 +233,23 @@ class BoxModel12:
             None uses the shipped ``py12box`` defaults.
         cache : bool
             Keep Jacobians on disk under ``$ASSIM_CACHE_DIR`` (default ``~/.cache/assim``).
+        timescale_factor : float
+            Multiplies every transport timescale (1.2 = 20 % slower mixing and circulation); used
+            to estimate the transport-error term of R.
         """
 
         parameter_file: str | None = None
         cache: bool = True
+        timescale_factor: float = 1.0
+
+        def __post_init__(self) -> None:
+            if not self.timescale_factor > 0:
+                raise ValueError(f"timescale_factor must be > 0, got {self.timescale_factor!r}")
 
     def __init__(self, config: BoxModel12.Config) -> None:
         self.config = config
         table = read_parameters(None if config.parameter_file is None else Path(config.parameter_file))
+        table = table.assign(timescale_days=table["timescale_days"] * config.timescale_factor)
         self.matrices = transport_matrices(table)
         self.mass = box_mass_fractions()
         # ppm/day in each surface box per PgC/yr emitted into it.
@@ -330,7 +339,7 @@ class BoxModel12:
     def jacobian(self, state: StateVector, obs: xr.Dataset) -> Jacobian:
         """H (obs, state): d(obs ppm) / d(state PgC/yr); each obs sees its band's surface box that month."""
         surface = surface_jacobian(self, state, cache=self.config.cache)
-        return Jacobian(surface[observation_rows(state, obs)])
+        return Jacobian(sampling_matrix(state, obs) @ surface)
 
     def simulate(self, state: StateVector, flux: xr.DataArray, initial_ppm: float) -> xr.DataArray:
         """Run a (time, region) flux (PgC/yr, positive to the atmosphere) spread over bands by area.

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import xarray as xr
 from scipy.sparse.linalg import LinearOperator
 
@@ -153,8 +154,12 @@ def band_index(latitude: np.ndarray) -> np.ndarray:
     return index
 
 
-def observation_rows(state: StateVector, obs: xr.Dataset) -> np.ndarray:
-    """Row of the surface Jacobian each observation samples: its latitude band in its month.
+def sampling_matrix(state: StateVector, obs: xr.Dataset) -> scipy.sparse.csr_matrix:
+    """Weights (obs, month * 4 + band) of the monthly surface-box mole fractions each observation samples.
+
+    A point observation samples the surface box of its latitude band in its month. An
+    observation of category ``"global"`` (NOAA's global marine-surface mean, which has no
+    latitude) samples the mean of the four surface boxes, which span equal areas.
 
     Raises
     ------
@@ -176,9 +181,18 @@ def observation_rows(state: StateVector, obs: xr.Dataset) -> np.ndarray:
             f"{np.datetime_as_string(state.time[-1], unit='M')} ({int(outside.sum())} obs affected); "
             "drop those observations or extend the state's time axis"
         )
+    n_band = len(LATITUDE_BANDS)
+    is_global = obs["category"].values.astype(str) == "global"
     band = band_index(obs["latitude"].values)
-    bad = band < 0
+    bad = (band < 0) & ~is_global
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"obs {i} ({obs['site'].values[i]}): latitude {obs['latitude'].values[i]} is not in -90..90")
-    return month * len(LATITUDE_BANDS) + band
+    rows, cols, weights = [], [], []
+    for i in range(month.size):
+        bands = range(n_band) if is_global[i] else (band[i],)
+        for b in bands:
+            rows.append(i)
+            cols.append(month[i] * n_band + b)
+            weights.append(1.0 / len(bands))
+    return scipy.sparse.csr_matrix((weights, (rows, cols)), shape=(month.size, state.time.size * n_band))
