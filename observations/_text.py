@@ -8,6 +8,7 @@ convert each column with :func:`numbers`, :func:`integers` or :func:`strings`.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -91,7 +92,10 @@ def split_rows(
         if comment and line.startswith(comment):
             comments.append(line.lstrip(comment).strip())
             continue
-        parts = line.split(delimiter)
+        if delimiter == ",":  # CSV: quoted fields may hold commas ("Great Western Woodlands, WA")
+            parts = next(csv.reader([line]))
+        else:
+            parts = line.split(delimiter)
         fields.append([p.strip() for p in parts] if delimiter else parts)
         lines.append(number)
     names = None

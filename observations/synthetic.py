@@ -123,3 +123,60 @@ def write_obspack(
             }
         )
     return path
+
+
+def write_oco2_lite(
+    path: Path | str,
+    *,
+    xco2: np.ndarray,
+    time: np.ndarray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    averaging_kernel: np.ndarray,
+    pressure_weight: np.ndarray,
+    apriori: np.ndarray,
+    pressure_levels: np.ndarray,
+    uncertainty: np.ndarray | float = 0.5,
+    quality_flag: np.ndarray | int = 0,
+) -> Path:
+    """Write an OCO-2 L2 Lite-layout file (atomically): dims ``sounding_id`` and ``levels`` (space to surface).
+
+    Profiles are (sounding, level) arrays or one (level,) profile broadcast to every sounding.
+    Variable names, dims and units follow the OCO-2 L2 Lite FP files (``oco2_LtCO2_*.nc4``).
+    """
+    path = Path(path)
+    xco2 = np.asarray(xco2, dtype=np.float32)
+    n = xco2.size
+
+    def profile(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return np.broadcast_to(x, (n, x.shape[-1])).copy()
+
+    seconds = (np.asarray(time, "datetime64[ms]") - np.datetime64("1970-01-01", "ms")).astype(np.float64) / 1e3
+    with atomic_path(path) as tmp, netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
+        nc.createDimension("sounding_id", n)
+        nc.createDimension("levels", profile(pressure_levels).shape[1])
+        specs = {
+            "sounding_id": ("i8", ("sounding_id",), np.arange(n, dtype=np.int64) + 2015013107364301, {}),
+            "time": ("f8", ("sounding_id",), seconds, {"units": "seconds since 1970-01-01 00:00:00"}),
+            "latitude": ("f4", ("sounding_id",), latitude, {"units": "degrees_north"}),
+            "longitude": ("f4", ("sounding_id",), longitude, {"units": "degrees_east"}),
+            "xco2": ("f4", ("sounding_id",), xco2, {"units": "ppm", "long_name": "Bias-corrected XCO2"}),
+            "xco2_uncertainty": ("f4", ("sounding_id",), np.broadcast_to(uncertainty, (n,)), {"units": "ppm"}),
+            "xco2_quality_flag": (
+                "i1",
+                ("sounding_id",),
+                np.broadcast_to(quality_flag, (n,)),
+                {"comment": "0=Good, 1=Bad"},
+            ),
+            "xco2_averaging_kernel": ("f4", ("sounding_id", "levels"), profile(averaging_kernel), {"units": "1"}),
+            "pressure_weight": ("f4", ("sounding_id", "levels"), profile(pressure_weight), {"units": "1"}),
+            "co2_profile_apriori": ("f4", ("sounding_id", "levels"), profile(apriori), {"units": "ppm"}),
+            "pressure_levels": ("f4", ("sounding_id", "levels"), profile(pressure_levels), {"units": "hPa"}),
+        }
+        for name, (dtype, dims, data, attrs) in specs.items():
+            var = nc.createVariable(name, dtype, dims)
+            var.setncatts(attrs)
+            var[:] = data
+        nc.setncatts({"title": "synthetic OCO-2 L2 Lite-layout fixture", "Conventions": "CF-1.6"})
+    return path
