@@ -17,9 +17,10 @@ import xarray as xr
 
 from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
 from assim.problem import Problem
-from assim.state import FLUX_SIGN, FLUX_UNITS, LATITUDE_BANDS, StateVector, month_starts
+from assim.state import LATITUDE_BANDS, StateVector, month_starts
 from assim.transport import Transport
 from observations import observation_dataset
+from priors.climatology import climatological_prior
 
 #: NOAA GML / CSIRO baseline stations: code -> (latitude, longitude, altitude m asl, category).
 STATIONS = {
@@ -83,37 +84,6 @@ class OsseConfig:
             raise ValueError(f"osse.sites: unknown station(s) {unknown}; choose from {sorted(STATIONS)}")
         if self.prior_sd_scale <= 0:
             raise ValueError(f"osse.prior_sd_scale must be > 0, got {self.prior_sd_scale}")
-
-
-def climatological_prior(state: StateVector, config: OsseConfig) -> xr.Dataset:
-    """Prior Dataset: mean sink shared by area, seasonal cycle by hemisphere, sd by area.
-
-    The seasonal cycle peaks as a source in boreal winter (uptake maximum in July) in the
-    northern extratropics, the reverse in the southern extratropics, and is weak in the tropics.
-    """
-    regions = state.regions
-    area_share = (regions["area"] / regions["area"].sum()).values
-    frac = regions["band_fraction"]
-    north, south = frac.sel(band="90N-30N").values, frac.sel(band="30S-90S").values
-    tropics = 1 - north - south
-    month = pd.DatetimeIndex(state.time).month.to_numpy()
-    phase = np.cos(2 * np.pi * (month - 1) / 12)[:, None]  # +1 in January, -1 in July
-    amplitude = config.northern_seasonal_amplitude * (
-        north * area_share / max((north * area_share).sum(), 1e-12)
-        - 0.2 * south * area_share / max((south * area_share).sum(), 1e-12)
-        + 0.1 * tropics * area_share / max((tropics * area_share).sum(), 1e-12)
-    )
-    flux = config.mean_land_flux * area_share[None, :] + amplitude[None, :] * phase
-    sd = np.broadcast_to(config.prior_sd_scale * area_share / area_share.mean(), flux.shape)
-    attrs = {"units": FLUX_UNITS, "sign": FLUX_SIGN}
-    return xr.Dataset(
-        {
-            "flux": (("time", "region"), flux, {**attrs, "long_name": "prior land flux (climatology)"}),
-            "flux_sd": (("time", "region"), sd.copy(), {**attrs, "long_name": "prior land flux 1-sigma"}),
-        },
-        coords=state.coords(),
-        attrs={"prior_source": "osse climatology (mean sink by area, hemispheric seasonal cycle)"},
-    )
 
 
 def planted_anomaly(state: StateVector, config: OsseConfig) -> np.ndarray:
@@ -180,7 +150,9 @@ def make_world(config: OsseConfig, regions: xr.Dataset, transport: Transport) ->
     """Draw one synthetic world with seed ``config.seed``."""
     rng = np.random.default_rng(config.seed)
     state = StateVector(month_starts(config.start, config.end), regions)
-    prior = climatological_prior(state, config)
+    prior = climatological_prior(
+        state.time, regions, config.mean_land_flux, config.northern_seasonal_amplitude, config.prior_sd_scale
+    )
     B = prior_covariance(
         state,
         prior["flux_sd"].values,
