@@ -162,6 +162,11 @@ class DiagonalCovariance(LinearOperator):
         scale = 1.0 / np.sqrt(self.variance)
         return scale * X if X.ndim == 1 else scale[:, None] * X
 
+    def solve(self, X: np.ndarray) -> np.ndarray:
+        """R^-1 X for X of shape (m,) or (m, k)."""
+        X = np.asarray(X, dtype=float)
+        return X / self.variance if X.ndim == 1 else X / self.variance[:, None]
+
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return np.sqrt(self.variance) * rng.standard_normal(self.variance.size)
 
@@ -216,6 +221,15 @@ class BlockDiagonalCovariance(LinearOperator):
         out = np.empty_like(flat)
         for chol, lo, hi in zip(self._chol, self._edges[:-1], self._edges[1:], strict=True):
             out[lo:hi] = scipy.linalg.solve_triangular(chol, flat[lo:hi], lower=True)
+        return out.reshape(X.shape)
+
+    def solve(self, X: np.ndarray) -> np.ndarray:
+        """R^-1 X (block Cholesky solves) for X of shape (m,) or (m, k)."""
+        X = np.asarray(X, dtype=float)
+        flat = X.reshape(self.shape[0], -1)
+        out = np.empty_like(flat)
+        for chol, lo, hi in zip(self._chol, self._edges[:-1], self._edges[1:], strict=True):
+            out[lo:hi] = scipy.linalg.cho_solve((chol, True), flat[lo:hi])
         return out.reshape(X.shape)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:

@@ -93,11 +93,12 @@ class Posterior:
         """d^T (H B H^T + R)^-1 d / m with d the innovation: about 1 for consistent error statistics.
 
         Equals 2 J(x_posterior) / m (Tarantola 2005, eq. 6.31); evaluated via Woodbury as
-        |R^-1/2 d|^2 - g^T A g with g = H^T R^-1 d.
+        |R^-1/2 d|^2 - g^T A g with g = H^T R^-1 d (R must offer ``whiten`` and ``solve``).
         """
         p = self.problem
-        d_white = p.R.whiten(p.innovation())
-        g = p.H.rmatvec(p.R.whiten(d_white))
+        d = p.innovation()
+        d_white = p.R.whiten(d)
+        g = p.H.rmatvec(p.R.solve(d))
         A = self.covariance
         Ag = A @ g if isinstance(A, np.ndarray) else A.matvec(g)
         return float((d_white @ d_white - g @ Ag) / p.m)

@@ -19,6 +19,8 @@ def climatological_prior(
     mean_flux: float,
     northern_seasonal_amplitude: float,
     sd_scale: float,
+    uptake_peak_month: float = 7.0,
+    growing_season_concentration: float = 0.0,
 ) -> xr.Dataset:
     """Prior Dataset: a mean flux shared by area, a hemispheric seasonal cycle and an sd by area.
 
@@ -33,11 +35,17 @@ def climatological_prior(
         Global annual-mean land flux, PgC/yr, positive to the atmosphere (e.g. -2.5 for a 2.5
         PgC/yr sink), shared among regions by area.
     northern_seasonal_amplitude : float
-        Amplitude (PgC/yr) of the northern-extratropical cosine seasonal cycle: a source peak in
-        January, an uptake peak in July; the southern extratropics get -0.2 and the tropics 0.1
+        Amplitude (PgC/yr) of the northern-extratropical cosine seasonal cycle: an uptake peak in
+        ``uptake_peak_month`` and a source peak six months later; the southern extratropics get -0.2 and the tropics 0.1
         of it, each shared by area within the band.
     sd_scale : float
         Prior 1-sigma (PgC/yr) of a region of mean area in one month; scaled by area.
+    uptake_peak_month : float
+        Calendar month (1-12, fractional allowed) of the northern uptake maximum.
+    growing_season_concentration : float
+        0 gives a cosine; larger values (von Mises concentration) squeeze the uptake into a
+        shorter, deeper growing season with a long weak release, as observed NEE does. The
+        cycle is scaled so its annual mean is zero and its uptake peak is ``-amplitude``.
 
     Returns
     -------
@@ -53,7 +61,7 @@ def climatological_prior(
         return weights / weights.sum() if weights.sum() > 0 else weights
 
     month = pd.DatetimeIndex(time).month.to_numpy()
-    phase = np.cos(2 * np.pi * (month - 1) / 12)[:, None]  # +1 in January, -1 in July
+    phase = seasonal_shape(month, uptake_peak_month, growing_season_concentration)[:, None]
     amplitude = northern_seasonal_amplitude * (within(north) - 0.2 * within(south) + 0.1 * within(tropics))
     flux = mean_flux * area_share[None, :] + amplitude[None, :] * phase
     sd = np.broadcast_to(sd_scale * area_share / area_share.mean(), flux.shape).copy()
@@ -70,3 +78,11 @@ def climatological_prior(
             )
         },
     )
+
+
+def seasonal_shape(month: np.ndarray, uptake_peak_month: float, concentration: float) -> np.ndarray:
+    """Zero-mean seasonal cycle per calendar month, -1 at the uptake peak (cosine when concentration = 0)."""
+    angle = 2 * np.pi * (np.arange(1, 13) - uptake_peak_month) / 12
+    bump = np.cos(angle) if concentration == 0 else np.exp(concentration * np.cos(angle))
+    cycle = -(bump - bump.mean())
+    return (cycle / -cycle.min())[np.asarray(month) - 1]

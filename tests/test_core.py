@@ -250,3 +250,18 @@ def test_state_with_extras_and_stacked_covariance() -> None:
     np.testing.assert_allclose(totals["sd"].values.ravel() ** 2, np.diag(W @ cov_ref @ W.T), rtol=1e-8)
     assert post.flux()["flux_posterior"].shape == state.shape
     assert state.extras_dataarray(post.mean, "x").sel(extra="initial").size == 1
+
+
+def test_correlated_observation_errors_match_dense_numpy() -> None:
+    p = small_problem(seed=8, n_obs=60)
+    R = BlockDiagonalCovariance([ExponentialCorrelation(2.0).matrix(month_lags(30)) * 0.3**2] * 2)
+    problem = Problem(p.state, p.x_prior, p.B, p.H, p.y, R)
+    mean_ref, cov_ref = dense_posterior(problem)
+    for form in ("state", "observation"):
+        post = solve(problem, form=form)
+        np.testing.assert_allclose(post.mean, mean_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(post.covariance, cov_ref, atol=1e-10 * np.abs(cov_ref).max())
+    d = problem.innovation()
+    H, B = p.H.matmat(np.eye(p.n)), p.B.todense()
+    assert post.chi2_reduced() == pytest.approx(d @ np.linalg.solve(H @ B @ H.T + R.todense(), d) / p.m, rel=1e-8)
+    assert post.dofs() == pytest.approx(np.trace(np.eye(p.n) - post.covariance @ np.linalg.inv(B)), rel=1e-7)

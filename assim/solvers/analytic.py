@@ -47,7 +47,7 @@ def _state_space(B: np.ndarray, H: np.ndarray, R, d: np.ndarray) -> tuple[np.nda
     K = _cholesky(M, "I + G^T G")
     LKinvT = scipy.linalg.solve_triangular(K, L.T, lower=True).T  # L K^-T
     cov = LKinvT @ LKinvT.T
-    increment = LKinvT @ (LKinvT.T @ (H.T @ R.whiten(R.whiten(d))))
+    increment = LKinvT @ (LKinvT.T @ (H.T @ R.solve(d)))
     return increment, cov
 
 
