@@ -263,3 +263,30 @@ def test_timescale_factor_changes_the_gradient_not_the_mass() -> None:
     assert slow.interhemispheric_exchange_time() == pytest.approx(1.5 * base.interhemispheric_exchange_time(), rel=0.05)
     with pytest.raises(ValueError, match="timescale_factor must be > 0"):
         make_transport("box12", timescale_factor=0.0)
+
+
+def test_annual_mean_observation_averages_its_months() -> None:
+    transport = make_transport("box12", cache=False)
+    state = StateVector(month_starts("2020-01", "2021-12"), transcom3_land_regions())
+    monthly = observation_dataset(
+        np.zeros(12),
+        np.ones(12),
+        units="ppm",
+        time=month_starts("2021-01", "2021-12") + np.timedelta64(14, "D"),
+        latitude=np.full(12, 40.0),
+        longitude=np.zeros(12),
+        altitude=np.zeros(12),
+        site="X",
+        platform="surface",
+        category="mbl",
+    )
+    annual = monthly.isel(obs=[0]).assign_coords(
+        time_start=("obs", np.array(["2021-01-01"], dtype="datetime64[ns]")),
+        time_end=("obs", np.array(["2022-01-01"], dtype="datetime64[ns]")),
+    )
+    H_month = transport.jacobian(state, monthly).todense()
+    H_year = transport.jacobian(state, annual).todense()
+    np.testing.assert_allclose(H_year[0], H_month.mean(axis=0), rtol=1e-12)
+    late = annual.assign_coords(time_end=("obs", np.array(["2022-02-01"], dtype="datetime64[ns]")))
+    with pytest.raises(ValueError, match="outside the state's months"):
+        transport.jacobian(state, late)

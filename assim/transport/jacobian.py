@@ -157,30 +157,21 @@ def band_index(latitude: np.ndarray) -> np.ndarray:
 def sampling_matrix(state: StateVector, obs: xr.Dataset) -> scipy.sparse.csr_matrix:
     """Weights (obs, month * 4 + band) of the monthly surface-box mole fractions each observation samples.
 
-    A point observation samples the surface box of its latitude band in its month. An
-    observation of category ``"global"`` (NOAA's global marine-surface mean, which has no
-    latitude) samples the mean of the four surface boxes, which span equal areas.
+    A point observation samples the surface box of its latitude band; an observation of category
+    ``"global"`` (NOAA's global marine-surface mean, which has no latitude) samples the mean of the
+    four surface boxes, which span equal areas. In time, an observation samples its month, or,
+    when it carries ``time_start``/``time_end`` coords (a monthly or annual mean), the average of
+    the months in [time_start, time_end).
 
     Raises
     ------
     ValueError
-        If an observation is not in ppm, or its time falls outside the state's months.
+        If an observation is not in ppm, or its time or window falls outside the state's months.
     """
     units = obs["value"].attrs.get("units")
     if units != "ppm":
         raise ValueError(f"surface-box transport needs observations in 'ppm', found value units {units!r}")
-    time = obs["time"].values.astype("datetime64[ns]")
-    month = np.searchsorted(state.time, time, side="right") - 1
-    end = (pd.Timestamp(state.time[-1]) + pd.offsets.MonthBegin(1)).to_datetime64()
-    outside = (month < 0) | (time >= end)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise ValueError(
-            f"obs {i} ({obs['site'].values[i]}, {np.datetime_as_string(time[i], unit='s')}) is outside the "
-            f"state's months {np.datetime_as_string(state.time[0], unit='M')}.."
-            f"{np.datetime_as_string(state.time[-1], unit='M')} ({int(outside.sum())} obs affected); "
-            "drop those observations or extend the state's time axis"
-        )
+    first, last = _month_windows(state, obs)
     n_band = len(LATITUDE_BANDS)
     is_global = obs["category"].values.astype(str) == "global"
     band = band_index(obs["latitude"].values)
@@ -189,10 +180,39 @@ def sampling_matrix(state: StateVector, obs: xr.Dataset) -> scipy.sparse.csr_mat
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"obs {i} ({obs['site'].values[i]}): latitude {obs['latitude'].values[i]} is not in -90..90")
     rows, cols, weights = [], [], []
-    for i in range(month.size):
+    for i in range(first.size):
         bands = range(n_band) if is_global[i] else (band[i],)
-        for b in bands:
-            rows.append(i)
-            cols.append(month[i] * n_band + b)
-            weights.append(1.0 / len(bands))
-    return scipy.sparse.csr_matrix((weights, (rows, cols)), shape=(month.size, state.time.size * n_band))
+        months = range(first[i], last[i])
+        for t in months:
+            for b in bands:
+                rows.append(i)
+                cols.append(t * n_band + b)
+                weights.append(1.0 / (len(bands) * len(months)))
+    return scipy.sparse.csr_matrix((weights, (rows, cols)), shape=(first.size, state.time.size * n_band))
+
+
+def _month_windows(state: StateVector, obs: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last state month each observation averages over."""
+    end = (pd.Timestamp(state.time[-1]) + pd.offsets.MonthBegin(1)).to_datetime64()
+    if "time_start" in obs.coords and "time_end" in obs.coords:
+        start_t, end_t = (
+            obs["time_start"].values.astype("datetime64[ns]"),
+            obs["time_end"].values.astype("datetime64[ns]"),
+        )
+        first = np.searchsorted(state.time, start_t, side="right") - 1
+        last = np.searchsorted(state.time, end_t, side="left")
+        outside = (start_t < state.time[0]) | (end_t > end) | (last <= first)
+    else:
+        time = obs["time"].values.astype("datetime64[ns]")
+        first = np.searchsorted(state.time, time, side="right") - 1
+        last = first + 1
+        outside = (first < 0) | (time >= end)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(
+            f"obs {i} ({obs['site'].values[i]}, {np.datetime_as_string(obs['time'].values[i], unit='s')}) is outside "
+            f"the state's months {np.datetime_as_string(state.time[0], unit='M')}.."
+            f"{np.datetime_as_string(state.time[-1], unit='M')} ({int(outside.sum())} obs affected); "
+            "drop those observations or extend the state's time axis"
+        )
+    return first, last
