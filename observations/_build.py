@@ -92,6 +92,7 @@ def record_dataset(
         **where,
         coords={"time_start": time[1], "time_end": time[2], "flag": flag, "flag_reason": flag_reason, **(coords or {})},
         data_vars=data_vars,
+        check=False,  # the registered reader validates the result once
         attrs={
             "source_file": path.name,
             "history": f"read by observations.{reader} (assim {VERSION})",

@@ -51,6 +51,9 @@ from observations.units import convert
 #: Units of every budget value returned.
 UNITS = "PgC yr-1"
 
+#: Largest plausible global budget term, GtC/yr (fossil emissions are ~10).
+PLAUSIBLE_GTC_PER_YEAR = 100.0
+
 #: Budget terms of the global table.
 TERMS = (
     "fossil_emissions_excl_carbonation",
@@ -149,6 +152,15 @@ def read_gcb(path: Path | str, *, term: str | None = None) -> xr.Dataset:
     year = integers(rows, 0, "year", *YEARS)
     require_unique(rows, year, "year")
     table = {name: numbers(rows, j + 1, name, na=("", "NA", "NaN")) for j, name in enumerate(header[1:])}
+    for name, column in table.items():
+        bad = np.flatnonzero(np.abs(column) > PLAUSIBLE_GTC_PER_YEAR)
+        if bad.size:
+            raise fail(
+                path,
+                f"column {name!r}: {column[bad[0]]:g} GtC/yr is not a plausible global budget term "
+                f"(|value| <= {PLAUSIBLE_GTC_PER_YEAR:g}); are the units GtC/yr (not MtC or GtCO2)?",
+                int(rows.lines[bad[0]]),
+            )
     names = [normalise(n) for n in header[1:]]
     if set(names) <= set(TERMS):
         columns = dict(zip(names, table.values(), strict=True))

@@ -36,6 +36,8 @@ from observations._text import (
 from observations.readers import name_matches, reader
 
 UNITS = "gC m-2 d-1"
+#: Largest plausible monthly or daily site flux, gC m-2 d-1 (peak crop uptake is ~-20).
+PLAUSIBLE_FLUX = 50.0
 #: Interquartile range of a Gaussian in sigmas.
 IQR_PER_SIGMA = 1.349
 
@@ -116,6 +118,14 @@ def read_fluxnet(
     require_unique(rows, stamp, "TIMESTAMP")
     missing_codes = (-9999.0,)
     value = numbers(rows, column_index(rows, (variable.lower(),), variable), variable, missing=missing_codes)
+    bad = np.flatnonzero(np.abs(value) > PLAUSIBLE_FLUX)
+    if bad.size:
+        raise fail(
+            path,
+            f"{variable} {value[bad[0]]:g} {UNITS} is not a plausible site flux (|value| <= {PLAUSIBLE_FLUX:g}); "
+            "check the column and its units",
+            int(rows.lines[bad[0]]),
+        )
     qc = numbers(
         rows, column_index(rows, (f"{variable}_qc".lower(),), f"{variable}_QC"), f"{variable}_QC", missing=missing_codes
     )

@@ -70,16 +70,18 @@ def _numbers(path: Path, nc: netCDF4.Dataset, name: str) -> np.ndarray:
     return data
 
 
-def _chars(nc: netCDF4.Dataset, name: str, width: int | None = None) -> np.ndarray | None:
-    """A char (obs, n) variable as strings (first ``width`` characters), or None when absent."""
-    if name not in nc.variables:
-        return None
-    var = nc.variables[name]
+def _rejected_by_qcflag(nc: netCDF4.Dataset, n: int) -> np.ndarray:
+    """NOAA 3-character ``qcflag`` (char obs x 10): first character other than "." = rejected;
+    ``NA``, empty or no ``qcflag`` variable = no flag given. Compared as bytes (fast for 1e6 records)."""
+    var = nc.variables.get("qcflag")
+    if var is None or len(var.dimensions) != 2 or var.shape[1] == 0 or var.dtype != np.dtype("S1"):
+        return np.zeros(n, bool)
     var.set_auto_maskandscale(False)
-    raw = np.asarray(var[:, :width] if width else var[:])
-    if raw.ndim != 2 or raw.dtype.kind != "S":
-        return None
-    return np.ascontiguousarray(raw).view(f"S{raw.shape[1]}").ravel().astype(str)
+    raw = np.asarray(var[:])
+    first = raw[:, 0]
+    second = raw[:, 1] if raw.shape[1] > 1 else np.zeros(raw.shape[0], "S1")
+    unset = (first == b"") | ((first == b"N") & (second == b"A"))
+    return ~unset & (first != b".")
 
 
 def _times(path: Path, nc: netCDF4.Dataset) -> np.ndarray:
@@ -134,7 +136,7 @@ def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str 
         intake = (
             _numbers(path, nc, "intake_height") if "intake_height" in nc.variables else np.full(value.shape, np.nan)
         )
-        qcflag = _chars(nc, "qcflag")
+        rejected = _rejected_by_qcflag(nc, value.size)
         obs_flag = _numbers(path, nc, "obs_flag") if "obs_flag" in nc.variables else np.ones(value.shape)
         number = _numbers(path, nc, "obspack_num") if "obspack_num" in nc.variables else np.arange(value.size) + 1.0
         attrs = {name: nc.getncattr(name) for name in nc.ncattrs()}
@@ -144,22 +146,24 @@ def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str 
             raise fail(path, f"variable {name!r} has {column.shape[0]} values but 'value' has {n}")
     missing = np.isnan(value)
     check_plausible(path, value, species, "value")
-    # NOAA 3-character flag: first character other than "." = rejected; "NA" or empty = no flag given
-    rejected = np.zeros(n, bool) if qcflag is None else (np.char.str_len(qcflag) > 0) & (qcflag != "NA")
-    if qcflag is not None:
-        rejected &= ~np.char.startswith(qcflag, ".")
+    if rejected.shape != (n,):
+        raise fail(path, f"variable 'qcflag' has {rejected.shape[0]} rows but 'value' has {n}")
     local = obs_flag == 0
     bad_place = ~missing & ~((np.abs(lat) <= 90) & (lon >= -180) & (lon <= 360))
     if bad_place.any():
         i = int(np.flatnonzero(bad_place)[0])
         raise fail(path, f"variables latitude/longitude: obs {i} at ({lat[i]}, {lon[i]}) is outside -90..90/-180..360")
     keep = ~missing & (keep_rejected | ~(rejected | local))
+    if keep.all():  # nothing to leave out: no copies
+        keep = slice(None)
     floor = UNCERTAINTY_FLOOR[species]
     site = str(attrs.get("site_code", path.name.split("_")[1] if path.name.count("_") else "?")).upper()
     project = str(attrs.get("dataset_project", "surface-")).split("-")[0].lower()
     platform = PROJECT_PLATFORM.get(project, "surface")
-    flag = np.where(rejected, 1, np.where(local, 3, 0)).astype(np.int8)
-    reason = np.where(rejected, "provider qcflag", np.where(local, "obs_flag 0 (local influence)", ""))
+    flag = np.where(rejected, 1, np.where(local, 3, 0)).astype(np.int8)[keep]
+    reason = np.full(flag.size, "")  # built only when something kept is flagged: 1e6 long strings are slow
+    if flag.any():
+        reason = np.where(flag == 1, "provider qcflag", np.where(flag == 3, "obs_flag 0 (local influence)", ""))
     return {
         "value": value[keep],
         "uncertainty": np.fmax(np.where(np.isnan(unc), floor, unc), floor)[keep],
@@ -169,11 +173,11 @@ def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str 
         "longitude": lon[keep],
         "altitude": alt[keep],
         "intake_height": intake[keep],
-        "site": np.full(int(keep.sum()), site),
+        "site": site,  # scalars broadcast in observation_dataset
         "platform": platform,
         "category": site_category(site, project, category),
-        "flag": flag[keep],
-        "flag_reason": reason[keep],
+        "flag": flag,
+        "flag_reason": reason,
         "obspack_num": number[keep].astype(np.int64),
         "scale": str(attrs.get("dataset_calibration_scale", "not stated")),
         "lab": str(attrs.get("lab_1_abbr", "not stated")),
@@ -219,8 +223,9 @@ def read_obspack(
     Observation Dataset (obs,)
         ``value``/``uncertainty`` in ppm (CO2) or ppb (CH4); uncertainty = ``value_unc`` (or
         ``value_std_dev``) floored at :data:`UNCERTAINTY_FLOOR` (the floor alone where none is
-        given); coords ``intake_height``, ``scale``, ``lab``, ``dataset``, ``obspack_num``
-        (``obspack_id`` = ``attrs["obspack_name"] ~ dataset ~ obspack_num``); ``value_unc`` kept.
+        given); coords ``intake_height``, ``scale``, ``obspack_num`` and ``file_index`` into the
+        per-file variables ``dataset`` and ``lab`` (dim ``file``): ``obspack_id`` =
+        ``attrs["obspack_name"] ~ dataset[file_index] ~ obspack_num``; ``value_unc`` kept.
     """
     path = Path(path)
     files = sorted(path.glob(pattern)) if path.is_dir() else [path]
@@ -233,6 +238,8 @@ def read_obspack(
     sizes = [p["value"].size for p in parts]
 
     def stack(name: str) -> np.ndarray:
+        if len(parts) == 1:  # one file: no copy; scalars broadcast in observation_dataset
+            return parts[0][name]
         return np.concatenate(
             [np.broadcast_to(np.asarray(p[name]), (size,)) for p, size in zip(parts, sizes, strict=True)]
         )
@@ -243,6 +250,7 @@ def read_obspack(
     ds = observation_dataset(
         stack("value"),
         stack("uncertainty"),
+        check=False,  # validated once by the reader wrapper
         units=parts[0]["units"],
         time=stack("time"),
         latitude=stack("latitude"),
@@ -251,16 +259,16 @@ def read_obspack(
         site=stack("site"),
         platform=stack("platform"),
         category=stack("category"),
-        coords={
-            name: stack(name)
-            for name in ("intake_height", "flag", "flag_reason", "obspack_num", "scale", "lab", "dataset")
-        },
+        coords={name: stack(name) for name in ("intake_height", "flag", "flag_reason", "obspack_num", "scale")}
+        | {"file_index": np.repeat(np.arange(len(files), dtype=np.int32), sizes)},
         data_vars={
+            "dataset": ("file", [p["dataset"] for p in parts], {"long_name": "ObsPack dataset_name of each file"}),
+            "lab": ("file", [p["lab"] for p in parts], {"long_name": "lab_1_abbr of each file"}),
             "value_unc": (
                 "obs",
                 stack("value_unc"),
                 {"units": parts[0]["units"], "long_name": "value_unc or value_std_dev from the file"},
-            )
+            ),
         },
         attrs={
             "source_file": path.name,

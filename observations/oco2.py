@@ -118,6 +118,7 @@ def read_oco2_lite(path: Path | str, *, keep_rejected: bool = False) -> xr.Datas
     return observation_dataset(
         xco2[keep],
         columns["xco2_uncertainty"][keep],
+        check=False,  # validated once by the reader wrapper
         units="ppm",
         time=(seconds * 1e9).astype("int64").astype("datetime64[ns]"),
         latitude=columns["latitude"][keep],

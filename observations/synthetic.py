@@ -65,8 +65,14 @@ def write_obspack(
         nc.createDimension("calendar_components", 6)
         nc.createDimension("string_of_10chars", 10)
         nc.createDimension("string_of_200chars", 200)
+        chunk = max(1, min(n, 1 << 16))  # records per chunk: one chunk per record would make reads crawl
+
+        def create(name: str, dtype: str, dims: tuple[str, ...], **kwargs) -> netCDF4.Variable:
+            width = [len(nc.dimensions[d]) for d in dims[1:]]
+            return nc.createVariable(name, dtype, dims, chunksizes=(chunk, *width), **kwargs)
+
         seconds = (np.asarray(time, "datetime64[s]") - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64)
-        t = nc.createVariable("time", "i4", ("obs",))
+        t = create("time", "i4", ("obs",))
         t.setncatts(
             {
                 "long_name": "sample_time_in_seconds_since_january_1_1970",
@@ -75,11 +81,11 @@ def write_obspack(
             }
         )
         t[:] = seconds
-        v = nc.createVariable("value", "f4", ("obs",), fill_value=np.float32(FILL))
+        v = create("value", "f4", ("obs",), fill_value=np.float32(FILL))
         v.setncatts({"long_name": "measured_mole_fraction_of_trace_gas_in_dry_air", "units": units})
         v[:] = np.where(np.isnan(value), FILL, value)
         if value_unc is not None:
-            u = nc.createVariable("value_unc", "f4", ("obs",), fill_value=np.float32(FILL))
+            u = create("value_unc", "f4", ("obs",), fill_value=np.float32(FILL))
             u.setncatts({"long_name": "estimated_uncertainty_in_reported_value", "units": units})
             u[:] = np.where(np.isnan(value_unc), FILL, value_unc)
         for name, data, std in (
@@ -88,25 +94,25 @@ def write_obspack(
             ("altitude", altitude, "altitude"),
             ("intake_height", intake_height, None),
         ):
-            var = nc.createVariable(name, "f4", ("obs",), fill_value=np.float32(FILL))
+            var = create(name, "f4", ("obs",), fill_value=np.float32(FILL))
             var.setncatts(
                 {"units": {"latitude": "degrees_north", "longitude": "degrees_east"}.get(name, "m")}
                 | ({"standard_name": std} if std else {})
             )
             var[:] = np.broadcast_to(np.asarray(data, dtype=float), (n,))
         if qcflag is not None:
-            q = nc.createVariable("qcflag", "S1", ("obs", "string_of_10chars"))
+            q = create("qcflag", "S1", ("obs", "string_of_10chars"))
             q.setncatts({"long_name": "quality_control_flag", "missing_value": "NA"})
             q[:] = _char(qcflag, 10)
         if obs_flag is not None:
-            f = nc.createVariable("obs_flag", "i4", ("obs",), fill_value=np.int32(-9))
+            f = create("obs_flag", "i4", ("obs",), fill_value=np.int32(-9))
             f.setncatts({"long_name": "obs_flag", "units": "binary", "comment": "1: large spatial scale; 0: local"})
             f[:] = np.asarray(obs_flag, dtype=np.int32)
-        number = nc.createVariable("obspack_num", "i4", ("obs",))
+        number = create("obspack_num", "i4", ("obs",))
         number.long_name = "unique_ObsPack_observation_number"
         number[:] = np.arange(1, n + 1, dtype=np.int32)
         if with_ids:
-            ids = nc.createVariable("obspack_id", "S1", ("obs", "string_of_200chars"))
+            ids = create("obspack_id", "S1", ("obs", "string_of_200chars"))
             ids.long_name = "unique_ObsPack_identification_string"
             ids[:] = _char([f"{OBSPACK_NAME}~{dataset}~{i}" for i in range(1, n + 1)], 200)
         nc.setncatts(
