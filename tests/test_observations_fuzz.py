@@ -29,7 +29,11 @@ from observations.units import convert
 
 settings.register_profile("fuzz-quick", max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("fuzz-full", max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
-FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "fuzz-quick") if os.environ.get("HYPOTHESIS_PROFILE", "").startswith("fuzz") else "fuzz-quick")
+FUZZ = settings.get_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "fuzz-quick")
+    if os.environ.get("HYPOTHESIS_PROFILE", "").startswith("fuzz")
+    else "fuzz-quick"
+)
 
 STATION = (
     "# dataset_calibration_scale : WMO CO2 X2007\n# value:units : micromol mol-1\n"
@@ -60,7 +64,10 @@ TEXT_CASES = {
     "station_matrix": (
         "SO_CO2_monthly.txt",
         "year month SPO_NOAA_insitu CGO_CSIRO_flask\n1998 1 362.3 NA\n1998 2 362.4 362.0\n1998 3 362.5 362.1\n",
-        {"SO_CO2_locations.txt": "record lat lon alt\nSPO_NOAA_insitu -89.98 -24.8 2810\nCGO_CSIRO_flask -40.683 144.69 164\n"},
+        {
+            "SO_CO2_locations.txt": "record lat lon alt\nSPO_NOAA_insitu -89.98 -24.8 2810\n"
+            "CGO_CSIRO_flask -40.683 144.69 164\n"
+        },
         True,
     ),
     "gcb": (
@@ -93,7 +100,11 @@ def mutations(draw, text: str) -> bytes:
     """A valid file after up to three damaging edits."""
     lines = text.splitlines()
     for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["token", "token", "drop", "dup", "swap", "truncate", "encoding", "nul", "garbage", "empty"]))
+        op = draw(
+            st.sampled_from(
+                ["token", "token", "drop", "dup", "swap", "truncate", "encoding", "nul", "garbage", "empty"]
+            )
+        )
         i = draw(st.integers(0, max(len(lines) - 1, 0)))
         if not lines:
             break
@@ -121,7 +132,9 @@ def mutations(draw, text: str) -> bytes:
             if op == "nul":
                 k = draw(st.integers(0, len(data)))
                 return data[:k] + b"\x00" + data[k:]
-            return ("\n".join(lines) + "\n# é").encode(draw(st.sampled_from(["latin-1", "utf-16", "cp1252"])), errors="replace")
+            return ("\n".join(lines) + "\n# é").encode(
+                draw(st.sampled_from(["latin-1", "utf-16", "cp1252"])), errors="replace"
+            )
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -169,6 +182,17 @@ def test_text_readers_survive_bad_input(kind):
     case()
 
 
+def read_truncated(path: Path, truncate: int | None):
+    """Read ``path`` (first cut to ``truncate`` bytes): the Dataset, or None after an error naming the file."""
+    if truncate is not None:
+        path.write_bytes(path.read_bytes()[:truncate])
+    try:
+        return observations.read(path)
+    except observations.ObservationError as err:
+        assert path.name in str(err), str(err)
+        return None
+
+
 UNITS = {"mol mol-1": 1e6, "micromol mol-1": 1.0, "ppm": 1.0, "nmol mol-1": 1e-3, "ppb": 1e-3}
 FLOATS = st.one_of(st.floats(300, 500), st.sampled_from([np.nan, np.inf, -1.0, 0.0, 4.1e-4, 4.1e5, 1e30]))
 
@@ -191,18 +215,16 @@ def test_obspack_reader_survives_bad_input(n, data, declared, actual, truncate):
             time=seconds.astype("datetime64[s]"),
             latitude=np.array(data.draw(st.lists(st.floats(-200, 200), min_size=n, max_size=n))),
             value_unc=np.array(data.draw(st.lists(st.sampled_from([0.1, 0.0, -0.3, np.nan]), min_size=n, max_size=n))),
-            qcflag=np.array(data.draw(st.lists(st.sampled_from(["...", "*..", "NA", "", ".X."]), min_size=n, max_size=n))),
+            qcflag=np.array(
+                data.draw(st.lists(st.sampled_from(["...", "*..", "NA", "", ".X."]), min_size=n, max_size=n))
+            ),
             obs_flag=np.array(data.draw(st.lists(st.sampled_from([0, 1, -9]), min_size=n, max_size=n))),
             units=declared,
             with_ids=False,
         )
-        if truncate is not None:
-            path.write_bytes(path.read_bytes()[:truncate])
-        try:
-            ds = observations.read(path)
-        except observations.ObservationError as err:
-            assert path.name in str(err), str(err)
-            return
+        ds = read_truncated(path, truncate)
+    if ds is None:
+        return
     # the stored float32 times the *declared* units factor, and a plausible ppm value
     stored = (ppm / UNITS[actual]).astype(np.float32).astype(float)
     expected = stored * float(convert(1.0, declared, "ppm"))
@@ -231,16 +253,14 @@ def test_oco2_reader_survives_bad_input(n, data, weights, truncate):
             pressure_weight=w,
             apriori=np.full(4, 400.0),
             pressure_levels=np.array([1.0, 300.0, 700.0, 1000.0]),
-            uncertainty=np.array(data.draw(st.lists(st.sampled_from([0.5, 0.0, -1.0, np.nan]), min_size=n, max_size=n))),
+            uncertainty=np.array(
+                data.draw(st.lists(st.sampled_from([0.5, 0.0, -1.0, np.nan]), min_size=n, max_size=n))
+            ),
             quality_flag=np.array(data.draw(st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n))),
         )
-        if truncate is not None:
-            path.write_bytes(path.read_bytes()[:truncate])
-        try:
-            ds = observations.read(path)
-        except observations.ObservationError as err:
-            assert path.name in str(err), str(err)
-            return
+        ds = read_truncated(path, truncate)
+    if ds is None:
+        return
     stored = xco2.astype(np.float32).astype(float)
     assert all(np.isclose(v, stored, rtol=1e-9).any() for v in ds["value"].values)
     assert weights == "ok" and ((ds["value"].values >= 100) & (ds["value"].values <= 2000)).all()
