@@ -120,7 +120,7 @@ def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str 
         units_out, _ = SPECIES[species]
         value_var = nc.variables.get("value")
         units = getattr(value_var, "units", None) if value_var is not None else None
-        if value_var is not None and units is None:
+        if value_var is not None and not str(units or "").strip():
             raise fail(path, "variable 'value' has no 'units' attribute; ObsPack values are in 'mol mol-1'")
         value = _numbers(path, nc, "value")
         try:

@@ -8,6 +8,7 @@ tables name ``land_sink`` explicitly as positive uptake.
 from __future__ import annotations
 
 import re
+import tokenize
 
 import numpy as np
 import pint
@@ -41,7 +42,17 @@ def convert(values: np.ndarray | float, from_units: str, to_units: str) -> np.nd
     """Convert ``values`` between unit strings with pint; raise ``ValueError`` naming both units."""
     try:
         return np.asarray(Quantity(np.asarray(values, dtype=float), from_units).to(to_units).magnitude)
-    except (pint.errors.PintError, AttributeError, TypeError) as err:
+    except (
+        pint.errors.PintError,
+        AttributeError,
+        TypeError,
+        # pint's parser lets these through for malformed strings ("mol mol-1(", "ppm ppm -", ...)
+        SyntaxError,
+        tokenize.TokenError,
+        AssertionError,
+        IndexError,
+        KeyError,
+    ) as err:
         raise ValueError(f"cannot convert {from_units!r} to {to_units!r}: {err}") from err
 
 

@@ -116,6 +116,13 @@ def test_station_monthly_converts_stated_units(tmp_path):
     np.testing.assert_allclose(ds["value_unc"], [0.2, 0.0, 0.3])
 
 
+@pytest.mark.parametrize("units", ["micromol mol-1(", "ppm ppm -", "furlong"])
+def test_station_monthly_with_malformed_units_names_them(tmp_path, units):
+    path = write(tmp_path, "x_MonthlyData.txt", STATION_HEADER.replace("micromol mol-1", units) + STATION_ROWS)
+    with pytest.raises(ObservationError, match=r"x_MonthlyData.txt: variable 'value': units .* not a mole fraction"):
+        observations.read(path)
+
+
 def test_flask_month_file_and_derived_csv(tmp_path):
     flask = write(
         tmp_path,
