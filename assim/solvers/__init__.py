@@ -46,6 +46,7 @@ def solve(problem: Problem, method: str = "analytic", **options) -> Posterior:
 from assim.solvers import (  # noqa: E402
     analytic,  # noqa: F401
     ensemble,  # noqa: F401
+    hierarchical,  # noqa: F401
     variational,  # noqa: F401
 )
 

@@ -1,0 +1,440 @@
+"""Hierarchical Bayesian solver: hyperpriors on error scales, sampled with PyMC + nutpie.
+
+Hyperparameters theta: a prior-scale factor per group of state elements (B(theta) = S B S,
+S = diag(prior_scale of each element's group)), a model-data-mismatch factor per site
+category (R(theta) = diag(r_i mismatch_scale_c(i)^2)) and, optionally, an offset per site
+(ppm, y - offset = H x + e). Each factor has a LogNormal(0, sigma) hyperprior (median 1: the
+given B and R are the best guess), offsets Normal(0, offset_sd_ppm).
+
+``scaling="gaussian"`` (default): given theta the state is linear-Gaussian, so it is
+marginalised analytically,
+
+    y | theta ~ N(H x_b + offset, H B(theta) H^T + R(theta)),
+
+only theta is sampled, and x | theta is then drawn exactly (this is the speed edge over
+openghg_inversions, which samples every flux element). The log evidence uses matrices
+precomputed once: in state form (n <= m) the precision B^-1 and per-category H_c^T R_c^-1 H_c
+(one n x n Cholesky per evaluation), in observation form (m < n) the blocks H_g B_gh H_h^T
+(one m x m Cholesky). ``scaling="lognormal"`` or ``"truncated_normal"``: x = x_b * f with
+non-negative scaling factors f (mean 1, sd sqrt(B_ii)/|x_b,i|, independent, as in
+openghg_inversions) sampled with the hyperparameters; the state is then not marginalised.
+
+The result keeps every chain as ArviZ InferenceData (``info["idata"]``: groups ``posterior``
+with the hyperparameters and one exact state draw per theta draw, ``flux`` (chain, draw, time,
+region); ``sample_stats``), with
+R-hat and bulk ESS in ``info``. The posterior covariance is the mixture over theta,
+E[A(theta)] + Cov[mean(theta)] (gaussian) or the sample covariance of the draws (otherwise).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import arviz as az
+import numpy as np
+import scipy.linalg
+import xarray as xr
+from threadpoolctl import threadpool_limits
+
+from assim.covariance import to_dense
+from assim.posterior import LowRankCovariance, Posterior
+from assim.problem import Problem
+from assim.solvers import solver
+
+SCALINGS = ("gaussian", "lognormal", "truncated_normal")
+PRIOR_GROUPS = ("global", "region")
+
+
+@dataclass(frozen=True)
+class HierarchicalConfig:
+    """Options of :func:`solve_hierarchical` (sampler sizes, hyperpriors, model variant).
+
+    prior_scale_sigma, mismatch_scale_sigma : log-sd of the LogNormal(0, sigma) hyperpriors;
+        0 fixes the factor at 1.
+    prior_groups : "global" (one prior-scale factor) or "region" (one per region).
+    offset_sd_ppm : > 0 adds one offset per site with a Normal(0, offset_sd_ppm) prior.
+    scaling : one of :data:`SCALINGS` (see the module docstring).
+    """
+
+    draws: int = 500
+    tune: int = 500
+    chains: int = 2
+    seed: int = 0
+    prior_scale_sigma: float = 0.5
+    mismatch_scale_sigma: float = 0.5
+    prior_groups: str = "global"
+    offset_sd_ppm: float = 0.0
+    scaling: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"hierarchical: scaling must be one of {SCALINGS}, got {self.scaling!r}")
+        if self.prior_groups not in PRIOR_GROUPS:
+            raise ValueError(f"hierarchical: prior_groups must be one of {PRIOR_GROUPS}, got {self.prior_groups!r}")
+        for name in ("prior_scale_sigma", "mismatch_scale_sigma", "offset_sd_ppm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"hierarchical: {name} must be >= 0, got {getattr(self, name)}")
+        for name in ("draws", "tune", "chains"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"hierarchical: {name} must be >= 1, got {getattr(self, name)}")
+
+
+def _numpy_backend() -> SimpleNamespace:
+    return SimpleNamespace(
+        exp=np.exp,
+        log=np.log,
+        sum=np.sum,
+        diagonal=np.diagonal,
+        diag=np.diag,
+        outer=np.outer,
+        tensordot=np.tensordot,
+        concatenate=np.concatenate,
+        cholesky=lambda a: scipy.linalg.cholesky(a, lower=True),
+        solve_lower=lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True),
+    )
+
+
+def _pytensor_backend() -> SimpleNamespace:
+    import pytensor.tensor as pt
+
+    return SimpleNamespace(
+        exp=pt.exp,
+        log=pt.log,
+        sum=pt.sum,
+        diagonal=pt.diagonal,
+        diag=pt.diag,
+        outer=pt.outer,
+        tensordot=pt.tensordot,
+        concatenate=pt.concatenate,
+        cholesky=lambda a: pt.linalg.cholesky(a, lower=True),
+        solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True),
+    )
+
+
+class MarginalEvidence:
+    """log p(y | theta) with the state marginalised, from matrices precomputed once.
+
+    Parameters
+    ----------
+    problem : Problem
+        R must be diagonal (``R.diagonal()``); categories from ``problem.obs["category"]``,
+        sites from ``problem.obs["site"]`` (one of each when ``obs`` is None).
+    prior_groups : {"global", "region"}
+    offsets : bool
+        Whether theta carries one offset per site.
+    form : {"auto", "state", "observation"}
+        ``auto``: state form when n <= m.
+
+    Attributes
+    ----------
+    categories, sites, groups : ndarray of str
+        Labels of the mismatch factors, offsets and prior-scale factors.
+    """
+
+    def __init__(self, problem: Problem, prior_groups: str = "global", offsets: bool = False, form: str = "auto"):
+        if form not in ("auto", "state", "observation"):
+            raise ValueError(f"hierarchical: form must be 'auto', 'state' or 'observation', got {form!r}")
+        self.form = ("state" if problem.n <= problem.m else "observation") if form == "auto" else form
+        self.problem = problem
+        obs = problem.obs
+        category = obs["category"].values.astype(str) if obs is not None else np.full(problem.m, "all")
+        site = obs["site"].values.astype(str) if obs is not None else np.full(problem.m, "all")
+        self.categories, self.category_index = np.unique(category, return_inverse=True)
+        self.sites, site_index = np.unique(site, return_inverse=True)
+        n_region = problem.state.shape[1]
+        if prior_groups == "region":
+            self.groups, self.group_index = (
+                problem.state.regions["region"].values.astype(str),
+                np.tile(np.arange(n_region), problem.n // n_region),
+            )
+        else:
+            self.groups, self.group_index = np.array(["global"]), np.zeros(problem.n, dtype=int)
+        self.offsets = offsets
+        self.r0 = np.asarray(problem.R.diagonal(), dtype=float)
+        self.H = to_dense(problem.H)
+        self.B0 = to_dense(problem.B)
+        # D a = innovation minus offsets, with a = [1, -offset]
+        columns = [problem.innovation()[:, None]]
+        if offsets:
+            columns.append(np.eye(self.sites.size)[site_index])
+        self.D = np.hstack(columns)
+        self.B0_chol = scipy.linalg.cholesky(self.B0, lower=True)
+        self.m_c = np.bincount(self.category_index, minlength=self.categories.size)
+        if self.form == "state":
+            self._precompute_state()
+        else:
+            self._precompute_observation()
+
+    def _precompute_state(self) -> None:
+        eye = np.eye(self.problem.n)
+        self.P0 = scipy.linalg.cho_solve((self.B0_chol, True), eye)
+        self.P0 = 0.5 * (self.P0 + self.P0.T)
+        F, E, Q = [], [], []
+        for c in range(self.categories.size):
+            rows = self.category_index == c
+            WH = self.H[rows] / self.r0[rows, None]
+            F.append(self.H[rows].T @ WH)
+            E.append(WH.T @ self.D[rows])
+            Q.append(self.D[rows].T @ (self.D[rows] / self.r0[rows, None]))
+        self.F, self.E, self.Q = np.array(F), np.array(E), np.array(Q)
+        self.const = -0.5 * (
+            self.problem.m * np.log(2 * np.pi) + np.log(self.r0).sum() + 2 * np.log(np.diagonal(self.B0_chol)).sum()
+        )
+
+    def _precompute_observation(self) -> None:
+        G = self.groups.size
+        HB = {}
+        for g in range(G):
+            cols = self.group_index == g
+            HB[g] = self.H[:, cols]
+        self.K = np.array(
+            [
+                [HB[g] @ self.B0[np.ix_(self.group_index == g, self.group_index == h)] @ HB[h].T for h in range(G)]
+                for g in range(G)
+            ]
+        )  # (G, G, m, m)
+        self.const = -0.5 * self.problem.m * np.log(2 * np.pi)
+
+    def _a(self, xp, offset):
+        return xp.concatenate([np.ones(1), -offset]) if self.offsets else np.ones(1)
+
+    def log_evidence(self, log_prior_scale, log_mismatch, offset=None, xp=None):
+        """log p(y | theta); array arguments may be numpy (default backend) or PyTensor tensors.
+
+        log_prior_scale : (groups,); log_mismatch : (categories,); offset : (sites,) ppm.
+        """
+        xp = xp or _numpy_backend()
+        a = self._a(xp, offset)
+        if self.form == "state":
+            w = xp.exp(-2 * log_mismatch)
+            inv_s = xp.exp(-log_prior_scale)[self.group_index]
+            M = self.P0 * xp.outer(inv_s, inv_s) + xp.tensordot(w, self.F, axes=1)
+            g = xp.tensordot(w, xp.tensordot(self.E, a, axes=1), axes=1)
+            q = xp.sum(w * xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
+            chol = xp.cholesky(M)
+            v = xp.solve_lower(chol, g)
+            logdet = xp.sum(self.m_c * 2 * log_mismatch) + 2 * xp.sum(log_prior_scale[self.group_index])
+            logdet = logdet + 2 * xp.sum(xp.log(xp.diagonal(chol)))
+            return self.const - 0.5 * (logdet + q - xp.sum(v * v))
+        s = xp.exp(log_prior_scale)
+        K = xp.tensordot(xp.outer(s, s), self.K, axes=2)
+        K = K + xp.diag(self.r0 * xp.exp(2 * log_mismatch)[self.category_index])
+        chol = xp.cholesky(K)
+        v = xp.solve_lower(chol, xp.tensordot(self.D, a, axes=1))
+        return self.const - xp.sum(xp.log(xp.diagonal(chol))) - 0.5 * xp.sum(v * v)
+
+    def conditional(
+        self, log_prior_scale: np.ndarray, log_mismatch: np.ndarray, offset: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean, covariance, one exact draw) of x | theta, PgC/yr."""
+        a = self._a(np, offset)
+        s = np.exp(log_prior_scale)[self.group_index]
+        r = self.r0 * np.exp(2 * log_mismatch)[self.category_index]
+        d = self.D @ a
+        Bt = self.B0 * np.outer(s, s)
+        if self.form == "state":
+            w = np.exp(-2 * log_mismatch)
+            M = self.P0 / np.outer(s, s) + np.tensordot(w, self.F, axes=1)
+            factor = scipy.linalg.cho_factor(M, lower=True)
+            delta = scipy.linalg.cho_solve(factor, self.H.T @ (d / r))
+            cov = scipy.linalg.cho_solve(factor, np.eye(self.problem.n))
+            draw = delta + scipy.linalg.solve_triangular(factor[0].T, rng.standard_normal(delta.size), lower=False)
+        else:
+            HB = self.H @ Bt
+            factor = scipy.linalg.cho_factor(HB @ self.H.T + np.diag(r), lower=True)
+            delta = HB.T @ scipy.linalg.cho_solve(factor, d)
+            half = scipy.linalg.solve_triangular(factor[0], HB, lower=True)
+            cov = Bt - half.T @ half
+            u = s * (self.B0_chol @ rng.standard_normal(delta.size))  # Matheron: exact draw
+            e = np.sqrt(r) * rng.standard_normal(d.size)
+            draw = u + HB.T @ scipy.linalg.cho_solve(factor, d - self.H @ u - e)
+        x_b = self.problem.x_prior
+        return x_b + delta, 0.5 * (cov + cov.T), x_b + draw
+
+
+def build_model(problem: Problem, config: HierarchicalConfig, evidence: MarginalEvidence | None = None):
+    """The PyMC model of ``config.scaling`` (see the module docstring); returns (model, evidence or None)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    obs = problem.obs
+    sites = np.unique(obs["site"].values.astype(str)) if obs is not None else np.array(["all"])
+    coords = {"site": sites}
+    if config.scaling == "gaussian":
+        evidence = evidence or MarginalEvidence(problem, config.prior_groups, offsets=config.offset_sd_ppm > 0)
+        coords |= {"category": evidence.categories, "prior_group": evidence.groups}
+    else:
+        categories = obs["category"].values.astype(str) if obs is not None else np.full(problem.m, "all")
+        coords |= {"category": np.unique(categories), "state": np.arange(problem.n)}
+    with pm.Model(coords=coords) as model:
+
+        def scale(name: str, sigma: float, dims: str):
+            if sigma == 0:
+                return pt.zeros(len(coords[dims]))
+            return pt.log(pm.LogNormal(name, mu=0.0, sigma=sigma, dims=dims))
+
+        log_mismatch = scale("mismatch_scale", config.mismatch_scale_sigma, "category")
+        offset = (
+            pm.Normal("offset", mu=0.0, sigma=config.offset_sd_ppm, dims="site") if config.offset_sd_ppm > 0 else None
+        )
+        if config.scaling == "gaussian":
+            log_prior_scale = scale("prior_scale", config.prior_scale_sigma, "prior_group")
+            pm.Potential(
+                "log_evidence", evidence.log_evidence(log_prior_scale, log_mismatch, offset, xp=_pytensor_backend())
+            )
+            return model, evidence
+        _scaling_likelihood(problem, config, coords, log_mismatch, offset)
+    return model, None
+
+
+def _scaling_likelihood(problem: Problem, config: HierarchicalConfig, coords: dict, log_mismatch, offset) -> None:
+    """x = x_b * f, f >= 0 with mean 1 and sd sqrt(B_ii) / |x_b,i|; y ~ N(H x + offset, R(theta))."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    x_b = problem.x_prior
+    if np.any(x_b == 0):
+        raise ValueError(f"hierarchical scaling={config.scaling!r} needs x_prior != 0 (it scales the prior flux)")
+    rel_sd = np.sqrt(problem.B.diagonal()) / np.abs(x_b)
+    if config.scaling == "lognormal":  # non-centred, as openghg_inversions' reparameterise=True
+        sigma = np.sqrt(np.log1p(rel_sd**2))
+        latent = pm.Normal("scaling_latent", 0.0, 1.0, dims="state")
+        f = pm.Deterministic("scaling", pt.exp(-0.5 * sigma**2 + sigma * latent), dims="state")
+    else:
+        f = pm.TruncatedNormal("scaling", mu=1.0, sigma=rel_sd, lower=0.0, dims="state")
+    obs = problem.obs
+    category = obs["category"].values.astype(str) if obs is not None else np.full(problem.m, "all")
+    cat_index = np.searchsorted(coords["category"], category)
+    mu = pt.dot(to_dense(problem.H), x_b * f)
+    if offset is not None:
+        mu = mu + offset[np.searchsorted(coords["site"], obs["site"].values.astype(str))]
+    sigma_obs = np.sqrt(problem.R.diagonal()) * pt.exp(log_mismatch)[cat_index]
+    pm.Normal("y", mu=mu, sigma=sigma_obs, observed=problem.y)
+
+
+@solver("hierarchical", exact=False)
+def solve_hierarchical(problem: Problem, config: HierarchicalConfig | None = None, **options) -> Posterior:
+    """Sample hyperparameters (and the state, for non-Gaussian scaling) with nutpie.
+
+    Parameters
+    ----------
+    config : HierarchicalConfig, optional
+        All options; or give them as keywords (``draws=200, scaling="lognormal"``).
+
+    Returns
+    -------
+    Posterior
+        Mean, covariance (dense mixture moments for ``gaussian``, low-rank sample covariance
+        otherwise); ``info`` has ``idata`` (all chains), ``rhat_max``, ``ess_bulk_min``,
+        ``converged`` (R-hat <= 1.01 and ESS >= 100 per chain), ``sampling_seconds``, ``form``.
+    """
+    if config is None:
+        config = HierarchicalConfig(**options)
+    elif options:
+        raise TypeError(f"hierarchical: give either config or keyword options, not both ({sorted(options)})")
+    model, evidence = build_model(problem, config)
+    # chains run in parallel threads on small matrices: threaded BLAS would only oversubscribe the cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        idata, seconds = _sample(model, config) if model.free_RVs else (None, 0.0)
+        result = _posterior(problem, config, evidence, idata)
+    result.info["sampling_seconds"] = seconds
+    return result
+
+
+def _sample(model, config: HierarchicalConfig) -> tuple:
+    """nutpie NUTS on the model's free variables: (InferenceData with every chain, seconds)."""
+    import time
+
+    import nutpie  # imported here: PyMC, PyTensor and numba take seconds to import
+
+    start = time.perf_counter()
+    compiled = nutpie.compile_pymc_model(model)
+    idata = nutpie.sample(
+        compiled,
+        draws=config.draws,
+        tune=config.tune,
+        chains=config.chains,
+        seed=config.seed,
+        progress_bar=False,
+        save_warmup=False,
+    )
+    return idata, time.perf_counter() - start
+
+
+def _posterior(problem: Problem, config: HierarchicalConfig, evidence: MarginalEvidence | None, idata) -> Posterior:
+    """State moments and draws from the sampled (or, with every factor fixed, the given) hyperparameters."""
+    posterior = (
+        idata.posterior
+        if idata is not None  # else every hyperparameter is fixed: nothing was sampled
+        else xr.Dataset(coords={"chain": np.arange(config.chains), "draw": np.arange(config.draws)})
+    )
+    rng = np.random.default_rng(config.seed)
+    if evidence is not None:
+        mean, covariance, flux = _marginal_state(problem, evidence, posterior, rng)
+    else:
+        flux = posterior["scaling"].values * problem.x_prior
+        flat = flux.reshape(-1, problem.n)
+        mean = flat.mean(axis=0)
+        covariance = LowRankCovariance((flat - mean).T / np.sqrt(flat.shape[0] - 1), np.ones(flat.shape[0]))
+    n_time, n_region = problem.state.shape
+    flux_da = xr.DataArray(
+        flux.reshape(*flux.shape[:2], n_time, n_region),
+        dims=("chain", "draw", "time", "region"),
+        coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values, **problem.state.coords()},
+        attrs={"units": "PgC yr-1", "long_name": "land flux drawn from the posterior (positive to the atmosphere)"},
+    )
+    if idata is None:
+        idata = az.InferenceData(posterior=xr.Dataset({"flux": flux_da}))
+    else:
+        idata.posterior["flux"] = flux_da
+    info = {"idata": idata, "scaling": config.scaling, **_diagnostics(idata, config)}
+    if evidence is not None:
+        info["form"] = evidence.form
+    return Posterior(problem, mean, covariance, method="hierarchical", info=info)
+
+
+def _marginal_state(
+    problem: Problem, evidence: MarginalEvidence, posterior: xr.Dataset, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixture moments over the theta draws and one exact x | theta draw per theta (chain, draw, n)."""
+    shape = (posterior.sizes["chain"], posterior.sizes["draw"])
+
+    def draws_of(name: str, size: int) -> np.ndarray:
+        if name in posterior:
+            return np.log(posterior[name].values).reshape(-1, size)
+        return np.zeros((int(np.prod(shape)), size))
+
+    log_prior = draws_of("prior_scale", evidence.groups.size)
+    log_mismatch = draws_of("mismatch_scale", evidence.categories.size)
+    offsets = posterior["offset"].values.reshape(-1, evidence.sites.size) if "offset" in posterior else None
+    means, flux = np.empty((log_prior.shape[0], problem.n)), np.empty((log_prior.shape[0], problem.n))
+    covariance = np.zeros((problem.n, problem.n))
+    for k in range(log_prior.shape[0]):
+        offset = offsets[k] if offsets is not None else None
+        means[k], cov_k, flux[k] = evidence.conditional(log_prior[k], log_mismatch[k], offset, rng)
+        covariance += cov_k
+    mean = means.mean(axis=0)
+    spread = means - mean
+    covariance = covariance / means.shape[0] + spread.T @ spread / means.shape[0]
+    return mean, covariance, flux.reshape(*shape, problem.n)
+
+
+def _diagnostics(idata, config: HierarchicalConfig) -> dict:
+    names = [v for v in ("prior_scale", "mismatch_scale", "offset", "scaling") if v in idata.posterior]
+    if not names:
+        return {"rhat_max": 1.0, "ess_bulk_min": float(config.draws * config.chains), "converged": True}
+    rhat = az.rhat(idata, var_names=names)
+    ess = az.ess(idata, var_names=names)
+    rhat_max = float(max(np.nanmax(rhat[v].values) for v in names))
+    ess_min = float(min(np.nanmin(ess[v].values) for v in names))
+    converged = rhat_max <= 1.01 and ess_min >= 100 * config.chains
+    if not converged:
+        warnings.warn(
+            f"hierarchical: sampler not converged (max R-hat {rhat_max:.3f}, min bulk ESS {ess_min:.0f}); "
+            "raise tune/draws or check the hyperpriors",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return {"rhat_max": rhat_max, "ess_bulk_min": ess_min, "converged": converged}

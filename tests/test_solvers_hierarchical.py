@@ -1,0 +1,162 @@
+"""Hierarchical solver: the marginal evidence against a dense Gaussian, and agreement with analytic."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.stats import multivariate_normal
+from test_core import small_problem
+from threadpoolctl import threadpool_limits
+
+from assim import Problem, solve
+from assim.covariance import DiagonalCovariance, to_dense
+from assim.solvers.hierarchical import HierarchicalConfig, MarginalEvidence, build_model
+
+
+@pytest.fixture(autouse=True)
+def single_thread_blas():
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def labelled(problem: Problem, seed: int = 0) -> Problem:
+    """The problem with random site categories and sites (three sites, two categories)."""
+    rng = np.random.default_rng(seed)
+    obs = xr.Dataset(
+        coords={
+            "category": ("obs", rng.choice(["mbl", "tower"], problem.m)),
+            "site": ("obs", rng.choice(["A", "B", "C"], problem.m)),
+        }
+    )
+    return replace(problem, obs=obs)
+
+
+@pytest.mark.parametrize("groups", ["global", "region"])
+@pytest.mark.parametrize("form", ["state", "observation"])
+def test_marginal_evidence_is_the_dense_gaussian_density(groups: str, form: str) -> None:
+    p = labelled(small_problem(seed=0, n_obs=60))
+    ev = MarginalEvidence(p, groups, offsets=True, form=form)
+    rng = np.random.default_rng(1)
+    log_s, log_t, offset = (rng.normal(0, 0.3, k) for k in (ev.groups.size, ev.categories.size, ev.sites.size))
+    s = np.exp(log_s)[ev.group_index]
+    r = p.R.diagonal() * np.exp(2 * log_t)[ev.category_index]
+    H, B = to_dense(p.H), to_dense(p.B) * np.outer(s, s)
+    site = np.searchsorted(ev.sites, p.obs["site"].values)
+    reference = multivariate_normal(H @ p.x_prior + offset[site], H @ B @ H.T + np.diag(r)).logpdf(p.y)
+    assert ev.log_evidence(log_s, log_t, offset) == pytest.approx(reference, rel=1e-10)
+    # x | theta: the analytic posterior of the rescaled problem
+    mean, cov, _ = ev.conditional(log_s, log_t, offset, rng)
+    rescaled = Problem(p.state, p.x_prior, _Dense(B), p.H, p.y - offset[site], DiagonalCovariance(r))
+    exact = solve(rescaled)
+    np.testing.assert_allclose(mean, exact.mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(cov, exact.covariance, atol=1e-10 * np.abs(exact.covariance).max())
+
+
+class _Dense:
+    """A dense SPD matrix with the LinearOperator bits the analytic solver uses."""
+
+    def __init__(self, matrix: np.ndarray):
+        self.matrix, self.shape = matrix, matrix.shape
+
+    def todense(self) -> np.ndarray:
+        return self.matrix
+
+    def diagonal(self) -> np.ndarray:
+        return np.diag(self.matrix)
+
+
+@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
+@pytest.mark.parametrize("form", ["state", "observation"])
+def test_pymc_model_density_is_the_marginal_evidence(form: str) -> None:
+    """The PyTensor graph behind pm.Potential gives the numpy evidence plus the LogNormal hyperpriors."""
+    from scipy.stats import lognorm, norm
+
+    p = labelled(small_problem(seed=0, n_obs=60))
+    config = HierarchicalConfig(prior_groups="region", offset_sd_ppm=0.5)
+    ev = MarginalEvidence(p, "region", offsets=True, form=form)
+    model, _ = build_model(p, config, ev)
+    rng = np.random.default_rng(2)
+    prior_scale, mismatch = np.exp(rng.normal(0, 0.2, ev.groups.size)), np.exp(rng.normal(0, 0.2, 2))
+    offset = rng.normal(0, 0.3, ev.sites.size)
+    point = {"prior_scale_log__": np.log(prior_scale), "mismatch_scale_log__": np.log(mismatch), "offset": offset}
+    jacobian = np.log(prior_scale).sum() + np.log(mismatch).sum()  # log transform of the positive scales
+    expected = (
+        ev.log_evidence(np.log(prior_scale), np.log(mismatch), offset)
+        + lognorm(0.5).logpdf(prior_scale).sum()
+        + lognorm(0.5).logpdf(mismatch).sum()
+        + norm(0, 0.5).logpdf(offset).sum()
+        + jacobian
+    )
+    assert float(model.compile_logp()(point)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fixed_hyperparameters_give_the_analytic_posterior_and_exact_draws() -> None:
+    p = labelled(small_problem(seed=0, n_obs=60))
+    exact = solve(p)
+    post = solve(p, method="hierarchical", prior_scale_sigma=0.0, mismatch_scale_sigma=0.0, draws=400, chains=2)
+    np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(post.covariance, exact.covariance, atol=1e-10 * np.abs(exact.covariance).max())
+    flux = post.info["idata"].posterior["flux"]
+    assert flux.dims == ("chain", "draw", "time", "region") and flux.sizes["chain"] == 2
+    draws = flux.values.reshape(-1, p.n)
+    z = (draws.mean(axis=0) - exact.mean) / (exact.sd / np.sqrt(draws.shape[0]))  # independent draws
+    assert np.abs(z).max() < 4.5 and 0.8 < np.sqrt(np.mean(z**2)) < 1.25
+    ratio = draws.var(axis=0, ddof=1) / exact.variance
+    assert abs(ratio.mean() - 1) < 0.05
+
+
+@pytest.mark.slow
+def test_tight_hyperpriors_sampled_with_nutpie_agree_with_analytic() -> None:
+    """Hyperpriors of width 1e-3 around 1: the sampled mixture is the analytic posterior within MC error."""
+    p = labelled(small_problem(seed=0, n_obs=60))
+    exact = solve(p)
+    config = HierarchicalConfig(draws=150, tune=150, chains=2, prior_scale_sigma=1e-3, mismatch_scale_sigma=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # 150 draws may fall short of the ESS goal
+        post = solve(p, method="hierarchical", config=config)
+    idata = post.info["idata"]
+    assert idata.posterior.sizes["chain"] == 2 and {"prior_scale", "mismatch_scale"} <= set(idata.posterior)
+    assert post.info["rhat_max"] < 1.1 and post.info["ess_bulk_min"] > 50
+    # theta within ~1e-3 of 1 moves the posterior by ~1e-3 of its sd
+    assert np.abs((post.mean - exact.mean) / exact.sd).max() < 0.02
+    np.testing.assert_allclose(post.sd, exact.sd, rtol=0.02)
+
+
+def test_config_errors_name_the_option() -> None:
+    with pytest.raises(ValueError, match="scaling must be one of"):
+        HierarchicalConfig(scaling="uniform")
+    with pytest.raises(ValueError, match="prior_groups must be one of"):
+        HierarchicalConfig(prior_groups="biome")
+    with pytest.raises(TypeError, match="either config or keyword options"):
+        solve(small_problem(), method="hierarchical", config=HierarchicalConfig(), draws=10)
+
+
+@pytest.mark.slow
+def test_mismatch_scale_is_recovered() -> None:
+    """Noise twice the stated uncertainty at the 'tower' sites: the sampled factor finds about 2."""
+    p = labelled(small_problem(seed=2, n_obs=600), seed=2)
+    rng = np.random.default_rng(5)
+    tower = p.obs["category"].values == "tower"
+    extra = np.where(tower, np.sqrt(3 * p.R.diagonal()), 0.0) * rng.standard_normal(p.m)  # var 1 + 3 = 4
+    post = solve(replace(p, y=p.y + extra), method="hierarchical", draws=500, tune=500)
+    scale = post.info["idata"].posterior["mismatch_scale"].mean(("chain", "draw"))
+    assert 1.7 < float(scale.sel(category="tower")) < 2.4
+    assert 0.8 < float(scale.sel(category="mbl")) < 1.25
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scaling", ["lognormal", "truncated_normal"])
+def test_non_negative_scaling_is_close_to_gaussian_for_a_narrow_prior(scaling: str) -> None:
+    """With prior sd 5 % of the prior flux, the scaling-factor posterior is nearly the Gaussian one."""
+    p = small_problem(seed=0, n_obs=60)
+    x_b = np.full(p.n, -1.0)
+    B = DiagonalCovariance((0.05 * np.abs(x_b)) ** 2)
+    p = replace(p, x_prior=x_b, B=B)
+    exact = solve(p)
+    post = solve(p, method="hierarchical", scaling=scaling, mismatch_scale_sigma=0.0, draws=500, tune=500)
+    assert np.abs((post.mean - exact.mean) / exact.sd).max() < 0.3
+    np.testing.assert_allclose(post.sd, exact.sd, rtol=0.2)
