@@ -1,8 +1,10 @@
 """Run configuration: TOML in, frozen dataclasses out; unknown keys and bad values fail at load.
 
-Sections: ``[run]`` (:class:`RunConfig`), ``[transport]`` (:class:`TransportConfig`) and
-``[osse]`` (:class:`assim.osse.OsseConfig`). Every key has a default, so an empty file is a
-valid config (the demo).
+Sections: ``[run]`` (:class:`RunConfig`; ``case`` picks ``"global"`` = the real global case or
+``"osse"`` = a synthetic world), ``[transport]`` (:class:`TransportConfig`), ``[real]``
+(:class:`assim.global_case.RealConfig`) and ``[osse]`` (:class:`assim.osse.OsseConfig`). Every
+key has a default, so an empty file is a valid config (the demo: the real global case from the
+bundled tables).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import tomli_w
 
+from assim.global_case import RealConfig
 from assim.osse import OsseConfig
 
 
@@ -24,8 +27,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to solve and where to write: ``method`` is a key of ``assim.SOLVERS``."""
+    """What to solve and where to write: ``case`` is "global" or "osse"; ``method`` a key of ``assim.SOLVERS``."""
 
+    case: str = "global"
     method: str = "analytic"
     output_dir: str = "assim-output"
     reference_period: tuple[int, int] = (2015, 2022)
@@ -43,6 +47,7 @@ class TransportConfig:
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
+    real: RealConfig = field(default_factory=RealConfig)
     osse: OsseConfig = field(default_factory=OsseConfig)
 
     def to_toml(self) -> str:
@@ -51,6 +56,7 @@ class Config:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config)}
+CASES = ("global", "osse")
 
 
 def _plain(obj: object) -> dict:
@@ -113,6 +119,8 @@ def _check_names(config: Config) -> None:
     from assim.solvers import SOLVERS
     from assim.transport import TRANSPORTS, make_transport
 
+    if config.run.case not in CASES:
+        raise ConfigError(f"[run] case {config.run.case!r} unknown; choose one of {list(CASES)}")
     if config.run.method not in SOLVERS:
         raise ConfigError(f"[run] method {config.run.method!r} unknown; choose one of {sorted(SOLVERS)}")
     if config.transport.name not in TRANSPORTS:

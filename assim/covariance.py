@@ -105,6 +105,20 @@ class KroneckerCovariance(LinearOperator):
         """The full (n, n) matrix: for small problems and tests only."""
         return self.sd[:, None] * np.kron(self.time_correlation, self.region_correlation) * self.sd[None, :]
 
+    def solve(self, X: np.ndarray) -> np.ndarray:
+        """B^-1 X = S^-1 (C_time^-1 (x) C_region^-1) S^-1 X for X (n,) or (n, k); all sd must be > 0."""
+        X = np.asarray(X, dtype=float)
+        if not (self.sd > 0).all():
+            raise ValueError("B is singular: some prior sd are 0")
+        flat = X.reshape(self.shape[0], -1) / self.sd[:, None]
+        ct_inv = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(self.time_correlation), np.eye(self.time_correlation.shape[0])
+        )
+        cr_inv = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(self.region_correlation), np.eye(self.region_correlation.shape[0])
+        )
+        return (self._kron(ct_inv, cr_inv, flat) / self.sd[:, None]).reshape(X.shape)
+
     def sqrt(self) -> LinearOperator:
         """A factor L with B = L L^T: S (L_time (x) L_region), from Cholesky of each correlation."""
         lt = scipy.linalg.cholesky(self.time_correlation, lower=True)

@@ -94,7 +94,11 @@ FIGURES: dict[str, str] = {
     "anomaly_by_region": "anomaly_by_region.png",
     "obs_fit_sites": "obs_fit_sites.png",
     "residual_histograms": "residual_histograms.png",
+    "gcb_comparison": "gcb_comparison.png",
+    "growth_rate_check": "growth_rate_check.png",
 }
+
+_GCB = "gcb_atmosphere_implied_land_sink"
 
 _GLOBAL = "Global land"
 _FLUX_UNITS = "PgC yr-1"
@@ -751,7 +755,72 @@ def _draw_figures(run: xr.Dataset, figdir: Path) -> dict[str, Path]:
     if run.sizes.get("obs", 0) > 0:
         written["obs_fit_sites"] = _figure_obs_fit(run, target("obs_fit_sites"))
         written["residual_histograms"] = _figure_residuals(run, target("residual_histograms"))
+    if _GCB in run and glob is not None:
+        written["gcb_comparison"] = _figure_gcb_comparison(run, target("gcb_comparison"))
+    if "growth_rate_observed" in run:
+        written["growth_rate_check"] = _figure_growth_rate(run, target("growth_rate_check"))
     return written
+
+
+def _figure_gcb_comparison(run: xr.Dataset, path: Path) -> Path:
+    fig = Figure(figsize=(10.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    years = run["year"].values
+    post = run["land_sink_posterior"].sel(aggregate=_GLOBAL).values
+    sd = run["land_sink_posterior_sd"].sel(aggregate=_GLOBAL).values
+    ax.fill_between(years, post - 2 * sd, post + 2 * sd, color=_POSTERIOR, alpha=0.12, lw=0, label="posterior ±2σ")
+    ax.fill_between(years, post - sd, post + sd, color=_POSTERIOR, alpha=0.3, lw=0, label="posterior ±1σ")
+    ax.plot(years, post, color=_POSTERIOR, lw=1.8, marker="o", ms=3, label="posterior (this run)")
+    ax.errorbar(
+        years,
+        run[_GCB].values,
+        yerr=run[f"{_GCB}_sd"].values,
+        color="black",
+        fmt="s",
+        ms=3,
+        lw=0.8,
+        capsize=2,
+        label="GCB 2025 S$_{LAND}$ + B$_{IM}$ (atmosphere-implied) ±1σ",
+    )
+    ax.plot(years, run["gcb_land_sink"].values, color="tab:green", lw=1.4, label="GCB 2025 S$_{LAND}$")
+    dgvm, spread = run["gcb_dgvm_mean"].values, run["gcb_dgvm_sd"].values
+    ax.fill_between(
+        years, dgvm - spread, dgvm + spread, color="tab:green", alpha=0.12, lw=0, label="DGVM mean ± spread"
+    )
+    ax.axhline(0, color="0.5", lw=0.6)
+    ax.set_ylabel("land sink (PgC yr$^{-1}$, uptake positive)")
+    ax.set_xlabel("year")
+    ax.set_title("Global land sink: this inversion vs the Global Carbon Budget 2025", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
+
+
+def _figure_growth_rate(run: xr.Dataset, path: Path) -> Path:
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    ax = fig.subplots()
+    years = run["growth_year"].values
+    ax.errorbar(
+        years,
+        run["growth_rate_observed"].values,
+        yerr=run["growth_rate_observed_sd"].values,
+        fmt="s",
+        ms=3,
+        color="black",
+        capsize=2,
+        lw=0.8,
+        label="NOAA observed (withheld) ±1σ",
+    )
+    ax.plot(years, run["growth_rate_prior"].values, color=_PRIOR, lw=1.2, label="prior simulated")
+    post, sd = run["growth_rate_posterior"].values, run["growth_rate_posterior_sd"].values
+    ax.fill_between(years, post - sd, post + sd, color=_POSTERIOR, alpha=0.3, lw=0, label="posterior ±1σ")
+    ax.plot(years, post, color=_POSTERIOR, lw=1.6, label="posterior simulated")
+    ax.set_ylabel("CO$_2$ growth rate (ppm yr$^{-1}$)")
+    ax.set_xlabel("year")
+    ax.set_title("Independent check: NOAA global annual growth rate (not assimilated)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------
@@ -787,6 +856,12 @@ _CAPTIONS = {
     "largest global anomaly, with ±1σ (thick) and ±2σ (thin) error bars.",
     "obs_fit_sites": "Observations (minus background) and their simulation with the prior and "
     "posterior fluxes at up to four sites spread in latitude.",
+    "gcb_comparison": "Posterior global land sink with ±1σ/±2σ against the Global Carbon Budget 2025: the "
+    "atmosphere-implied sink S_LAND + B_IM (black, with the 1σ of its terms), the DGVM-based S_LAND (green line) "
+    "and the DGVM mean ± spread. Nothing in the inversion is tuned to these values; the inversion shares the "
+    "GCB's fossil, ocean and land-use priors, so the two are not independent.",
+    "growth_rate_check": "NOAA's global annual growth rate (Dec/Jan definition), withheld from the inversion, against "
+    "the growth rate simulated with the prior and posterior fluxes.",
     "residual_histograms": "Normalized residuals (obs − simulated)/uncertainty for all "
     "observations; with consistent error statistics the posterior "
     "histogram follows N(0, 1).",
@@ -899,10 +974,17 @@ def _html(run: xr.Dataset, figures: dict[str, Path], outdir: Path) -> str:
         kv_table(diag),
     ]
     if glob is not None:
+        table = _band_table(run, [glob, *bands])
+        if run.sizes["year"] > 15:
+            table = f"<details><summary>table of {run.sizes['year']} years</summary>{table}</details>"
         parts += [
             f"<h2>Annual land sink, {_e(glob)} and latitude bands (PgC yr<sup>-1</sup>, uptake positive)</h2>",
-            _band_table(run, [glob, *bands]),
+            table,
         ]
+    if "probability_below_reference" in run and glob is not None:
+        parts += _recent_years_section(run, glob)
+    if _GCB in run and glob is not None:
+        parts += _gcb_section(run, glob)
     parts += [
         f"<h2>Land sink in {last} by region (PgC yr<sup>-1</sup>, uptake positive)</h2>",
         _region_table(run, order, len(per_region), last),
@@ -925,6 +1007,85 @@ def _html(run: xr.Dataset, figures: dict[str, Path], outdir: Path) -> str:
         parts.append(f"<details><summary>history</summary><pre>{_e(run.attrs['history'])}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _recent_years_section(run: xr.Dataset, glob: str) -> list[str]:
+    """The last two years: anomaly against the reference period, P(below), tropical share, error budget."""
+    years = run["year"].values[-2:]
+    ref = _reference_years(run)
+    tropics = "Tropics (30S-30N)"
+    header = (
+        "<tr><th>year</th><th>global sink</th><th>anomaly</th><th>P(sink below reference mean)</th>"
+        "<th>tropical anomaly</th><th>tropical share of anomaly (median, 16–84 %)</th>"
+        "<th>GCB S<sub>LAND</sub>+B<sub>IM</sub></th></tr>"
+    )
+    rows = []
+    for year in years:
+
+        def get(name: str, agg: str = glob, year: int = year) -> float:
+            return float(run[name].sel(year=year, aggregate=agg))
+
+        share = [float(run[f"tropical_share_of_anomaly{k}"].sel(year=year)) for k in ("", "_p16", "_p84")]
+        gcb = f"{float(run[_GCB].sel(year=year)):.2f}" if _GCB in run else "–"
+        rows.append(
+            f"<tr><td>{year}</td><td>{_pm(get('land_sink_posterior'), get('land_sink_posterior_sd'))}</td>"
+            f"<td>{_pm(get('land_sink_anomaly_posterior'), get('land_sink_anomaly_posterior_sd'))}</td>"
+            f"<td>{get('probability_below_reference'):.0%}</td>"
+            f"<td>{_pm(get('land_sink_anomaly_posterior', tropics), get('land_sink_anomaly_posterior_sd', tropics))}"
+            "</td>"
+            f"<td>{share[0]:.2f} ({share[1]:.2f} to {share[2]:.2f})</td><td>{gcb}</td></tr>"
+        )
+    parts = [
+        f"<h2>The most recent years against {ref[0]}–{ref[-1]} (PgC yr<sup>-1</sup>, uptake positive)</h2>",
+        f'<table class="bands">{header}{"".join(rows)}</table>',
+        '<p class="sub">The tropical share is a ratio of two uncertain anomalies (Monte Carlo from the joint '
+        "posterior); it is ill-defined when the global anomaly is near zero.</p>",
+    ]
+    if "uncertainty_budget" in run:
+        budget = run["uncertainty_budget"].sel(year=years)
+        share = budget / budget.sum("error_source")
+        head = "".join(f"<th>{_e(src)}</th>" for src in budget["error_source"].values)
+        body = "".join(
+            f"<tr><td>{year}</td>" + "".join(f"<td>{v:.0%}</td>" for v in share.sel(year=year).values) + "</tr>"
+            for year in years
+        )
+        parts += [
+            "<h3>Uncertainty budget of the global land sink (share of posterior variance left by each source)</h3>",
+            f"<table><tr><th>year</th>{head}</tr>{body}</table>",
+        ]
+    return parts
+
+
+def _gcb_section(run: xr.Dataset, glob: str) -> list[str]:
+    """Side-by-side with the Global Carbon Budget 2025, with the combined-uncertainty test."""
+    post = run["land_sink_posterior"].sel(aggregate=glob)
+    sd = run["land_sink_posterior_sd"].sel(aggregate=glob)
+    implied, implied_sd = run[_GCB], run[f"{_GCB}_sd"]
+    combined = np.sqrt(sd**2 + implied_sd**2)
+    within = np.abs(post - implied) <= 2 * combined
+    r_implied = float(np.corrcoef(post, implied)[0, 1])
+    r_sland = float(np.corrcoef(post, run["gcb_land_sink"])[0, 1])
+    within_own = float((np.abs(post - implied) <= 2 * sd).mean())
+    rows = "".join(
+        f"<tr><td>{int(y)}</td><td>{_pm(float(post.sel(year=y)), float(sd.sel(year=y)))}</td>"
+        f"<td>{_pm(float(implied.sel(year=y)), float(implied_sd.sel(year=y)))}</td>"
+        f"<td>{float(post.sel(year=y) - implied.sel(year=y)):+.2f}</td>"
+        f"<td>{'yes' if bool(within.sel(year=y)) else '<b>no</b>'}</td>"
+        f"<td>{float(run['gcb_land_sink'].sel(year=y)):.2f}</td>"
+        f"<td>{_pm(float(run['gcb_dgvm_mean'].sel(year=y)), float(run['gcb_dgvm_sd'].sel(year=y)))}</td></tr>"
+        for y in run["year"].values
+    )
+    return [
+        "<h2>Comparison with the Global Carbon Budget 2025 (PgC yr<sup>-1</sup>, uptake positive)</h2>",
+        f"<p>Correlation with the atmosphere-implied GCB sink S<sub>LAND</sub> + B<sub>IM</sub>: "
+        f"<b>r = {r_implied:.2f}</b>; with the DGVM-based S<sub>LAND</sub>: r = {r_sland:.2f}. "
+        f"Years within 2σ of S<sub>LAND</sub> + B<sub>IM</sub> using our posterior σ alone: {within_own:.0%}; "
+        f"using the combined σ: {float(within.mean()):.0%}. The inversion takes its fossil, ocean and land-use "
+        "priors from the same budget, so the combined σ overstates the independent uncertainty.</p>",
+        "<details><summary>table by year</summary><table><tr><th>year</th><th>posterior</th>"
+        "<th>GCB S<sub>LAND</sub>+B<sub>IM</sub></th><th>difference</th><th>within combined 2σ</th>"
+        f"<th>GCB S<sub>LAND</sub></th><th>DGVM mean ± spread</th></tr>{rows}</table></details>",
+    ]
 
 
 def write_report(run: xr.Dataset, outdir: str | os.PathLike[str]) -> Path:

@@ -35,6 +35,10 @@ def test_config_round_trips_through_toml(tmp_path: Path) -> None:
         ({"run": {"reference_period": [2022, 2015]}}, r"must be \[first, last\] year"),
         ({"transport": {"name": "tm5"}}, r"\[transport\] name 'tm5' unknown"),
         ({"transport": {"options": {"speed": 2}}}, r"\[transport\] options: .*speed"),
+        ({"run": {"case": "mars"}}, r"\[run\] case 'mars' unknown; choose one of \['global', 'osse'\]"),
+        ({"real": {"first_year": 1970}}, r"\[real\] first_year/last_year must satisfy 1980"),
+        ({"real": {"stations": True}}, r"\[real\] stations = true needs data_dir"),
+        ({"real": {"averaging": "week"}}, r"\[real\] averaging must be 'month' or 'year'"),
     ],
 )
 def test_bad_config_names_the_key(data: dict, message: str) -> None:
@@ -53,7 +57,9 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
 
 def test_run_and_report_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tmp_path / "short.toml"
-    config.write_text('[osse]\nstart = "2021-01"\nend = "2024-12"\nseed = 3\n[run]\nreference_period = [2021, 2022]\n')
+    config.write_text(
+        '[osse]\nstart = "2021-01"\nend = "2024-12"\nseed = 3\n[run]\ncase = "osse"\nreference_period = [2021, 2022]\n'
+    )
     out = tmp_path / "out"
     assert main(["run", str(config), "--output", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -265,3 +265,9 @@ def test_correlated_observation_errors_match_dense_numpy() -> None:
     H, B = p.H.matmat(np.eye(p.n)), p.B.todense()
     assert post.chi2_reduced() == pytest.approx(d @ np.linalg.solve(H @ B @ H.T + R.todense(), d) / p.m, rel=1e-8)
     assert post.dofs() == pytest.approx(np.trace(np.eye(p.n) - post.covariance @ np.linalg.inv(B)), rel=1e-7)
+
+
+def test_kronecker_solve_inverts() -> None:
+    B = small_problem(seed=2).B
+    X = np.random.default_rng(0).normal(size=(B.shape[0], 2))
+    np.testing.assert_allclose(B.matmat(B.solve(X)), X, rtol=1e-8, atol=1e-10)
