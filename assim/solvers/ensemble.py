@@ -215,7 +215,8 @@ def localisation(problem: Problem, length_km: float | None, lag_months: int | No
         state_month = pd.DatetimeIndex(state.time).to_period("M").asi8
         lag = obs_month[:, None] - state_month[None, :]
         taper *= ((lag >= 0) & (lag <= lag_months))[:, :, None]
-    return taper.reshape(problem.m, -1)
+    extras = np.ones((problem.m, state.n_extra))  # scalar parameters (if any) are not localised
+    return np.hstack([taper.reshape(problem.m, -1), extras])
 
 
 def extend(ensemble: Ensemble, state: StateVector, x_prior: np.ndarray, B: KroneckerCovariance) -> Ensemble:
@@ -239,6 +240,8 @@ def extend(ensemble: Ensemble, state: StateVector, x_prior: np.ndarray, B: Krone
         kappa = C_nn - C_no a: the old perturbations are carried into the new rows and
         k x R new members (the deterministic square root of the noise) are added.
     """
+    if state.n_extra or ensemble.state.n_extra:
+        raise ValueError("extend: a nowcast state must hold monthly fluxes only (no extra parameters)")
     n_old = ensemble.mean.size
     n_region = state.regions.sizes["region"]
     T = n_old // n_region

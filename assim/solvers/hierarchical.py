@@ -143,12 +143,13 @@ class MarginalEvidence:
         site = obs["site"].values.astype(str) if obs is not None else np.full(problem.m, "all")
         self.categories, self.category_index = np.unique(category, return_inverse=True)
         self.sites, site_index = np.unique(site, return_inverse=True)
-        n_region = problem.state.shape[1]
-        if prior_groups == "region":
-            self.groups, self.group_index = (
-                problem.state.regions["region"].values.astype(str),
-                np.tile(np.arange(n_region), problem.n // n_region),
-            )
+        state = problem.state
+        if prior_groups == "region":  # extra (non-flux) parameters, if any, share one more group
+            regions = state.regions["region"].values.astype(str)
+            self.groups = np.r_[regions, ["extras"]] if state.n_extra else regions
+            self.group_index = np.r_[
+                np.tile(np.arange(regions.size), state.time.size), np.full(state.n_extra, regions.size)
+            ]
         else:
             self.groups, self.group_index = np.array(["global"]), np.zeros(problem.n, dtype=int)
         self.offsets = offsets
@@ -378,9 +379,8 @@ def _posterior(problem: Problem, config: HierarchicalConfig, evidence: MarginalE
         flat = flux.reshape(-1, problem.n)
         mean = flat.mean(axis=0)
         covariance = LowRankCovariance((flat - mean).T / np.sqrt(flat.shape[0] - 1), np.ones(flat.shape[0]))
-    n_time, n_region = problem.state.shape
     flux_da = xr.DataArray(
-        flux.reshape(*flux.shape[:2], n_time, n_region),
+        flux[..., : problem.state.n_flux].reshape(*flux.shape[:2], *problem.state.shape),
         dims=("chain", "draw", "time", "region"),
         coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values, **problem.state.coords()},
         attrs={"units": "PgC yr-1", "long_name": "land flux drawn from the posterior (positive to the atmosphere)"},
