@@ -1,0 +1,107 @@
+"""The Prior Dataset for the inversion: train (or load) the emulator and predict a period.
+
+This is the one call the inversion pipeline needs::
+
+    from priors import land_flux_prior
+    prior = land_flux_prior("2015-01", "2024-12")            # trains on TRENDY-v9 1960-2019 (~1 min)
+    prior = land_flux_prior("2015-01", "2024-12", model_path="emulator.npz")  # trains once, then loads
+
+``prior`` holds ``flux`` and ``flux_sd`` over (``time`` = month starts, ``region`` = the 11
+TransCom-3 land regions as in ``assim.state.TRANSCOM3_LAND``), PgC yr-1, positive to the
+atmosphere, with CF and provenance attributes; ``assim.Problem.from_datasets(prior, ...)``
+takes it as ``x_prior`` and scales B with ``flux_sd``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from priors.drivers import load_drivers
+from priors.emulator import REQUIRED_DRIVERS, EmulatorError, LandFluxEmulator
+from priors.teachers import TRANSCOM3_LAND_REGIONS, read_trendy_monthly
+
+__all__ = ["land_flux_prior", "train_emulator"]
+
+TRAINING_PERIOD = ("1960-01", "2019-12")
+
+
+def train_emulator(
+    data_dir: Path | None = None,
+    training_period: tuple[str, str] = TRAINING_PERIOD,
+    random_state: int | None = 0,
+) -> LandFluxEmulator:
+    """Fit :class:`LandFluxEmulator` on every TRENDY-v9 DGVM over ``training_period``.
+
+    Parameters
+    ----------
+    data_dir : Path, optional
+        ``../shared/data`` by default.
+    training_period : (str, str)
+        First and last training month (the TRENDY-v9 files end 2019-12).
+    random_state : int or None
+        Seed of the bootstrap and boosting.
+    """
+    flux = read_trendy_monthly(data_dir, start=training_period[0], end=training_period[1])
+    lag_start = (pd.Timestamp(training_period[0]) - pd.DateOffset(months=13)).strftime("%Y-%m")
+    drivers = load_drivers(REQUIRED_DRIVERS, lag_start, training_period[1], data_dir)
+    return LandFluxEmulator(random_state=random_state).fit(drivers, flux)
+
+
+def land_flux_prior(
+    start: str,
+    end: str,
+    data_dir: Path | None = None,
+    model_path: str | os.PathLike[str] | None = None,
+    random_state: int | None = 0,
+) -> xr.Dataset:
+    """Prior land flux per TransCom-3 land region and month from the climate-driven emulator.
+
+    Parameters
+    ----------
+    start, end : str
+        First and last month (``"2015-01"``, ``"2024-12"``); the drivers (GISTEMP global,
+        ONI, NOAA CO2) must cover them and the 12 months before ``start``.
+    data_dir : Path, optional
+        ``../shared/data`` (or ``$ASSIM_SHARED_DATA``) by default.
+    model_path : path-like, optional
+        A saved emulator (``.npz``). Loaded if it exists; otherwise the emulator is trained and
+        saved there. ``None`` trains in memory every call.
+    random_state : int or None
+        Seed used when training.
+
+    Returns
+    -------
+    Dataset (time, region)
+        ``flux`` and ``flux_sd``, PgC yr-1, positive to the atmosphere; ``time`` = month starts
+        (datetime64[ns]), ``region`` = the 11 TransCom-3 land region names; attrs
+        ``prior_source``, ``training_years``, ``teacher_models``, ``software_version``,
+        ``Conventions``, ``history``.
+    """
+    if model_path is not None and Path(model_path).exists():
+        emulator = LandFluxEmulator.load(model_path)
+    else:
+        emulator = train_emulator(data_dir, random_state=random_state)
+        if model_path is not None:
+            emulator.save(model_path)
+    if list(emulator.regions_) != list(TRANSCOM3_LAND_REGIONS):
+        raise EmulatorError(f"emulator regions {list(emulator.regions_)} are not the 11 TransCom-3 land regions")
+    time = pd.date_range(start, end, freq="MS").to_numpy("datetime64[ns]")
+    if time.size == 0:
+        raise EmulatorError(f"empty period {start}..{end}")
+    lag = max((*emulator.enso_lags, *emulator.temperature_lags))
+    first = (pd.Timestamp(time[0]) - pd.DateOffset(months=lag)).strftime("%Y-%m")
+    drivers = load_drivers(REQUIRED_DRIVERS, first, str(np.datetime_as_string(time[-1], unit="M")), data_dir)
+    prior = emulator.predict(drivers, time=time)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    prior["time"].attrs.update(long_name="month start", standard_name="time")
+    prior["region"].attrs.update(long_name="TransCom-3 land region")
+    return prior.assign_attrs(
+        title="Prior land CO2 flux by TransCom-3 land region (climate-driven DGVM emulator)",
+        history=f"{stamp} priors.land_flux_prior({start!r}, {end!r})",
+    )

@@ -1,0 +1,213 @@
+"""Skill of the emulator on years it never saw: blocked cross-validation, calibration, a linear baseline,
+the 2020-2024 extrapolation and the sensitivities to warming and to El Nino.
+
+Definitions (used by ``benchmarks/emulator.py`` and ``docs/emulator.md``):
+
+* **Blocked cross-validation by year**: the training years are cut into consecutive blocks of
+  ``block_years``; each block is held out in turn (never random months) and predicted by an
+  emulator fitted on the others.
+* **IAV correlation**: Pearson correlation of the *annual* flux anomalies (annual means,
+  each series linearly detrended over the years compared) of the prediction and of the DGVM
+  mean; per region and for the global land total.
+* **RMSE / bias**: of the monthly prediction against the DGVM mean (PgC/yr).
+* **Coverage**: share of the individual DGVMs' held-out monthly region fluxes within 1 and 2
+  predicted sd of the prediction (a calibrated Gaussian gives 68.3 % and 95.4 %).
+* **Linear baseline**: ordinary least squares of the annual global flux on annual-mean global
+  temperature, ENSO index and CO2, scored in leave-one-year-out.
+
+Signs: fluxes positive to the atmosphere (PgC/yr); :func:`extrapolation` reports the land
+*sink* (positive uptake) because it compares with the Global Carbon Budget table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.base import clone
+from sklearn.linear_model import LinearRegression
+
+from priors.emulator import CO2_DRIVER, ENSO_DRIVER, TEMPERATURE_DRIVER, LandFluxEmulator
+
+__all__ = [
+    "annual_anomaly",
+    "blocked_cross_validation",
+    "extrapolation",
+    "iav_correlation",
+    "linear_baseline_cv",
+    "sensitivities",
+    "skill_scores",
+]
+
+GLOBAL = "Global land"
+
+
+def annual_anomaly(monthly: xr.DataArray) -> xr.DataArray:
+    """Annual means of a (time, ...) series minus their least-squares linear trend over the years."""
+    annual = monthly.groupby("time.year").mean("time")
+    fit = annual.polyfit("year", deg=1)["polyfit_coefficients"]
+    return annual - xr.polyval(annual["year"], fit)
+
+
+def iav_correlation(prediction: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
+    """Correlation over years of :func:`annual_anomaly` of two monthly series (time[, region])."""
+    return xr.corr(annual_anomaly(prediction), annual_anomaly(truth), dim="year")
+
+
+def blocked_cross_validation(
+    emulator: LandFluxEmulator, drivers: xr.Dataset, flux: xr.DataArray, block_years: int = 5
+) -> xr.Dataset:
+    """Held-out predictions for every training month, one block of consecutive years at a time.
+
+    Parameters
+    ----------
+    emulator : LandFluxEmulator
+        Unfitted template (cloned for each block).
+    drivers : Dataset (time)
+        Covering ``flux.time`` and the lag history before it.
+    flux : DataArray (model, time, region), PgC yr-1
+        Teacher fluxes.
+    block_years : int
+        Length of each held-out block.
+
+    Returns
+    -------
+    Dataset (time, region)
+        ``flux`` and ``flux_sd`` predicted by emulators that did not see that year.
+    """
+    years = pd.DatetimeIndex(flux["time"].values).year.to_numpy()
+    unique = np.unique(years)
+    parts = []
+    for start in range(0, unique.size, block_years):
+        held = np.isin(years, unique[start : start + block_years])
+        model = clone(emulator).fit(drivers, flux.isel(time=~held))
+        parts.append(model.predict(drivers, time=flux["time"].values[held]))
+    return xr.concat(parts, dim="time").sortby("time")
+
+
+def skill_scores(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
+    """IAV correlation, RMSE, bias and 1/2-sigma coverage per region and for the global total.
+
+    Parameters
+    ----------
+    prediction : Dataset (time, region)
+        ``flux`` and ``flux_sd`` (held-out, e.g. from :func:`blocked_cross_validation`).
+    flux : DataArray (model, time, region)
+        Teacher fluxes on the same months.
+
+    Returns
+    -------
+    Dataset (region)
+        ``iav_corr``, ``rmse`` and ``bias`` (PgC/yr) against the DGVM mean, ``coverage_1sigma``
+        and ``coverage_2sigma`` of the individual DGVM values; ``region`` ends with
+        ``"Global land"`` (the sum of the regions; its coverage is left NaN because the
+        regional sd do not give the sd of the sum).
+    """
+    flux = flux.sel(time=prediction["time"])
+    dgvm_mean = flux.mean("model")
+    mu, sd = prediction["flux"], prediction["flux_sd"]
+    with_global = {
+        "prediction": xr.concat([mu, mu.sum("region").expand_dims(region=[GLOBAL])], dim="region"),
+        "truth": xr.concat([dgvm_mean, dgvm_mean.sum("region").expand_dims(region=[GLOBAL])], dim="region"),
+    }
+    error = with_global["prediction"] - with_global["truth"]
+    z = np.abs(flux - mu) / sd
+    valid = flux.notnull()
+    coverage = {k: ((z <= k) & valid).sum(("model", "time")) / valid.sum(("model", "time")) for k in (1, 2)}
+    nan_global = xr.DataArray([np.nan], dims="region", coords={"region": [GLOBAL]})
+    units = {"units": "PgC yr-1"}
+    return xr.Dataset(
+        {
+            "iav_corr": iav_correlation(with_global["prediction"], with_global["truth"]),
+            "rmse": np.sqrt((error**2).mean("time")).assign_attrs(units),
+            "bias": error.mean("time").assign_attrs(units),
+            "coverage_1sigma": xr.concat([coverage[1], nan_global], dim="region"),
+            "coverage_2sigma": xr.concat([coverage[2], nan_global], dim="region"),
+        }
+    )
+
+
+def linear_baseline_cv(drivers: xr.Dataset, flux: xr.DataArray) -> xr.DataArray:
+    """Leave-one-year-out OLS of the global annual flux on annual temperature, ENSO and CO2.
+
+    Returns
+    -------
+    DataArray (time)
+        The held-out prediction of each year's global flux (PgC/yr), repeated over its months
+        (so :func:`iav_correlation` applies unchanged).
+    """
+    time = flux["time"].values
+    years = pd.DatetimeIndex(time).year.to_numpy()
+    features = pd.DataFrame(
+        {name: drivers[name].sel(time=time).values for name in (TEMPERATURE_DRIVER, ENSO_DRIVER, CO2_DRIVER)}
+    )
+    X = features.groupby(years).mean().to_numpy()
+    y = pd.Series(flux.mean("model").sum("region").values).groupby(years).mean().to_numpy()
+    held_out = np.array(
+        [LinearRegression().fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0] for i in range(y.size)]
+    )
+    return xr.DataArray(held_out[np.searchsorted(np.unique(years), years)], dims="time", coords={"time": time})
+
+
+def extrapolation(emulator: LandFluxEmulator, drivers: xr.Dataset, gcb: xr.Dataset, years: range) -> xr.Dataset:
+    """Global annual land sink predicted for years after training, next to the GCB2025 DGVM mean.
+
+    Parameters
+    ----------
+    emulator : fitted LandFluxEmulator
+    drivers : Dataset (time)
+        Covering ``years`` and 12 months before.
+    gcb : Dataset
+        :func:`priors.read_gcb2025_dgvm_sinks`.
+    years : range
+        e.g. ``range(2020, 2025)``.
+
+    Returns
+    -------
+    Dataset (year)
+        ``land_sink_emulator``, ``land_sink_gcb_dgvm_mean`` and their difference ``bias``
+        (emulator - GCB), PgC yr-1, positive = uptake.
+    """
+    time = pd.date_range(f"{years[0]}-01", f"{years[-1]}-12", freq="MS").to_numpy("datetime64[ns]")
+    flux = emulator.predict(drivers, return_std=False, time=time)["flux"].sum("region")
+    sink = -flux.groupby("time.year").mean("time")
+    reference = gcb["dgvm_mean"].sel(year=list(years))
+    attrs = {"units": "PgC yr-1", "sign": "positive = uptake"}
+    return xr.Dataset(
+        {
+            "land_sink_emulator": sink.assign_attrs(attrs),
+            "land_sink_gcb_dgvm_mean": reference.assign_attrs(attrs),
+            "bias": (sink - reference).assign_attrs(attrs),
+        }
+    )
+
+
+def sensitivities(
+    emulator: LandFluxEmulator, drivers: xr.Dataset, time: np.ndarray, el_nino_k: float = 2.0
+) -> xr.Dataset:
+    """Response of the emulated flux to +1 K of global temperature and to a strong El Nino.
+
+    The drivers over ``time`` are perturbed and the change of the ensemble-mean flux, averaged
+    over ``time``, is returned. Warming: +1 K on every temperature lag (CO2 and ENSO unchanged),
+    so the response is per K. El Nino: the ENSO index raised by ``el_nino_k`` (2 K, a 1997/98
+    or 2015/16-strength event) at every lag, i.e. the year-round response to a sustained event.
+
+    Returns
+    -------
+    Dataset (region)
+        ``flux_per_K_warming`` (PgC yr-1 K-1) and ``flux_el_nino`` (PgC yr-1), positive =
+        more flux to the atmosphere (a weaker sink); ``region`` ends with ``"Global land"``.
+    """
+    base = emulator.predict(drivers, return_std=False, time=time)["flux"]
+
+    def response(name: str, delta: float) -> xr.DataArray:
+        perturbed = drivers.assign({name: drivers[name] + delta})
+        change = (emulator.predict(perturbed, return_std=False, time=time)["flux"] - base).mean("time")
+        return xr.concat([change, change.sum("region").expand_dims(region=[GLOBAL])], dim="region")
+
+    return xr.Dataset(
+        {
+            "flux_per_K_warming": response(TEMPERATURE_DRIVER, 1.0).assign_attrs(units="PgC yr-1 K-1"),
+            "flux_el_nino": response(ENSO_DRIVER, el_nino_k).assign_attrs(units="PgC yr-1", oni_anomaly_K=el_nino_k),
+        }
+    )

@@ -1,0 +1,210 @@
+"""LandFluxEmulator and its skill metrics on small synthetic worlds with a known answer (plus real-data checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from priors import land_flux_prior
+from priors.emulator import EmulatorError, LandFluxEmulator, _stump_tables, design_matrix
+from priors.skill import annual_anomaly, iav_correlation, linear_baseline_cv, sensitivities, skill_scores
+from priors.teachers import TRANSCOM3_LAND_REGIONS
+
+REGIONS = ["north", "tropics"]
+SMALL = {"n_members": 3, "max_iter": 60, "learning_rate": 0.1, "min_samples_leaf": 10, "enso_lags": (0, 3)}
+
+
+def synthetic_drivers(n_years: int = 24, seed: int = 0) -> xr.Dataset:
+    """Monthly ONI (AR(1)), temperature (trend + noise) and CO2 (trend), with one spin-up year."""
+    rng = np.random.default_rng(seed)
+    n = 12 * (n_years + 1)
+    oni = np.zeros(n)
+    for t in range(1, n):
+        oni[t] = 0.9 * oni[t - 1] + 0.4 * rng.normal()
+    time = pd.date_range("1979-01", periods=n, freq="MS").to_numpy("datetime64[ns]")
+    return xr.Dataset(
+        {
+            "oni": ("time", oni, {"units": "K"}),
+            "gistemp_global": ("time", 0.015 * np.arange(n) / 12 + 0.1 * rng.normal(size=n), {"units": "K"}),
+            "co2": ("time", 337 + 1.8 * np.arange(n) / 12, {"units": "ppm"}),
+        },
+        coords={"time": time},
+    )
+
+
+def synthetic_teachers(drivers: xr.Dataset, n_models: int = 4, seed: int = 1) -> xr.DataArray:
+    """Flux = seasonal cycle + CO2 trend + 0.8 PgC/yr per K of ONI three months earlier (tropics only)
+    + model offsets and noise."""
+    rng = np.random.default_rng(seed)
+    time = drivers["time"].values[12:]
+    month = pd.DatetimeIndex(time).month.to_numpy()
+    co2 = drivers["co2"].values[12:]
+    oni_lag3 = drivers["oni"].values[9:-3]
+    north = 3 * np.cos(2 * np.pi * (month - 1) / 12) - 0.01 * (co2 - 337)
+    tropics = -0.5 - 0.005 * (co2 - 337) + 0.8 * oni_lag3
+    signal = np.stack([north, tropics], axis=1)
+    noise = 0.3 * rng.normal(size=(n_models, *signal.shape)) + 0.2 * rng.normal(size=(n_models, 1, 2))
+    return xr.DataArray(
+        signal[None] + noise,
+        dims=("model", "time", "region"),
+        coords={"model": [f"m{i}" for i in range(n_models)], "time": time, "region": REGIONS},
+        attrs={"units": "PgC yr-1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def world():
+    drivers = synthetic_drivers()
+    teachers = synthetic_teachers(drivers)
+    emulator = LandFluxEmulator(**SMALL, random_state=0).fit(drivers, teachers)
+    return drivers, teachers, emulator
+
+
+def test_compiled_stump_tables_reproduce_sklearn_predictions() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 4))
+    models = [
+        [
+            HistGradientBoostingRegressor(max_depth=1, max_iter=40, random_state=i + r).fit(
+                X[i::2], np.sin(X[i::2, r]) + X[i::2, 2] ** 2
+            )
+            for r in range(3)
+        ]
+        for i in range(2)
+    ]
+    thresholds, tables, intercept = _stump_tables(models, X.shape[1])
+    X_new = rng.normal(size=(50, 4))
+    compiled = intercept[None] + sum(
+        table[np.searchsorted(thr, X_new[:, f], side="left")]
+        for f, (thr, table) in enumerate(zip(thresholds, tables, strict=True))
+    )
+    expected = np.stack([[m.predict(X_new) for m in member] for member in models])  # member, region, row
+    np.testing.assert_allclose(compiled, expected.transpose(2, 0, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_emulator_learns_the_planted_enso_response(world) -> None:
+    drivers, teachers, emulator = world
+    prediction = emulator.predict(drivers)
+    assert prediction["flux"].dims == ("time", "region") and prediction["flux"].attrs["units"] == "PgC yr-1"
+    truth = teachers.mean("model")
+    # the tropical anomaly (ONI 3 months earlier, sd ~0.9 K x 0.8 PgC/yr/K) is recovered, not just the mean
+    assert float(xr.corr(prediction["flux"].sel(region="tropics"), truth.sel(region="tropics"))) > 0.85
+    # +1 K of ENSO: the tropics respond by ~0.8 PgC/yr (stumps saturate at the edges of the range)
+    time = drivers["time"].values[60:-60]
+    per_k = sensitivities(emulator, drivers, time, el_nino_k=1.0)["flux_el_nino"]
+    assert 0.4 < float(per_k.sel(region="tropics")) < 1.0
+    assert abs(float(per_k.sel(region="north"))) < 0.2
+
+
+def test_sd_combines_spread_and_error_and_is_positive(world) -> None:
+    drivers, _, emulator = world
+    sd = emulator.predict(drivers)["flux_sd"]
+    assert (sd > 0).all()
+    # between-model sd of the teachers (0.3 noise, 0.2 offsets) is ~0.36: the sd is of that order
+    assert 0.2 < float(sd.mean()) < 1.0
+    assert emulator.dgvm_spread_.shape == emulator.model_error_.shape == (12, 2)
+
+
+def test_params_unchanged_by_fit_and_clone_works(world) -> None:
+    _, _, emulator = world
+    assert emulator.get_params() == LandFluxEmulator(**SMALL, random_state=0).get_params()
+    assert not hasattr(clone(emulator), "tables_")
+
+
+def test_save_load_round_trip_without_pickle(world, tmp_path) -> None:
+    drivers, _, emulator = world
+    path = emulator.save(tmp_path / "emulator.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        assert "meta" in npz.files
+    loaded = LandFluxEmulator.load(path)
+    xr.testing.assert_identical(loaded.predict(drivers), emulator.predict(drivers))
+    assert loaded.get_params() == emulator.get_params()
+    (tmp_path / "other.npz").write_bytes(b"not a zip")
+    with pytest.raises(EmulatorError, match=r"other\.npz"):
+        LandFluxEmulator.load(tmp_path / "other.npz")
+
+
+def test_predict_ensemble_mean_is_predict(world) -> None:
+    drivers, _, emulator = world
+    members = emulator.predict_ensemble(drivers)
+    assert members.sizes["member"] == SMALL["n_members"]
+    np.testing.assert_allclose(members.mean("member").values, emulator.predict(drivers)["flux"].values)
+
+
+def test_drivers_too_short_for_the_lags_raise_naming_months(world) -> None:
+    drivers, _, emulator = world
+    with pytest.raises(EmulatorError, match=r"need them from 1978-10"):
+        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,))
+    with pytest.raises(EmulatorError, match=r"lack \['co2'\]"):
+        emulator.predict(drivers.drop_vars("co2"))
+
+
+def test_wrong_teacher_units_are_refused() -> None:
+    drivers = synthetic_drivers(4)
+    teachers = synthetic_teachers(drivers).assign_attrs(units="GtC month-1")
+    with pytest.raises(EmulatorError, match="units"):
+        LandFluxEmulator(**SMALL).fit(drivers, teachers)
+
+
+def test_annual_anomaly_removes_a_linear_trend_exactly() -> None:
+    time = pd.date_range("2000-01", "2009-12", freq="MS")
+    year = time.year.to_numpy()
+    wiggle = np.array([1.0, -1, 2, 0, -2, 1, 0, 0, -1, 0])
+    series = xr.DataArray(0.3 * (year - 2000) + wiggle[year - 2000] - wiggle.mean(), dims="time", coords={"time": time})
+    anomaly = annual_anomaly(series)
+    t = np.arange(10)
+    expected = wiggle - np.polyval(np.polyfit(t, wiggle, 1), t)
+    np.testing.assert_allclose(anomaly.values, expected, atol=1e-12)
+    assert float(iav_correlation(series, 2 * series + 5)) == pytest.approx(1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Polyfit may be poorly conditioned")  # one month: no IAV to score
+def test_coverage_counts_models_within_one_and_two_sd() -> None:
+    time = pd.date_range("2001-01", periods=1, freq="MS")
+    prediction = xr.Dataset(
+        {"flux": (("time", "region"), [[0.0]]), "flux_sd": (("time", "region"), [[1.0]])},
+        coords={"time": time, "region": ["r"]},
+    )
+    teachers = xr.DataArray(
+        [[[0.5]], [[-1.5]], [[3.0]], [[0.9]]],
+        dims=("model", "time", "region"),
+        coords={"model": list("abcd"), "time": time, "region": ["r"]},
+    )
+    scores = skill_scores(prediction, teachers)
+    assert float(scores["coverage_1sigma"].sel(region="r")) == 0.5  # 0.5 and 0.9 of 4
+    assert float(scores["coverage_2sigma"].sel(region="r")) == 0.75  # and -1.5
+    assert float(scores["bias"].sel(region="r")) == pytest.approx(-(0.5 - 1.5 + 3.0 + 0.9) / 4)
+
+
+def test_linear_baseline_is_exact_when_the_world_is_linear() -> None:
+    drivers = synthetic_drivers(12)
+    time = drivers["time"].values[12:]
+    annual = drivers.sel(time=time).groupby("time.year").mean()
+    flux_by_year = 2.0 * annual["gistemp_global"] - 0.5 * annual["oni"] + 0.01 * annual["co2"]
+    values = flux_by_year.sel(year=pd.DatetimeIndex(time).year.to_numpy()).values
+    teachers = xr.DataArray(
+        values[None, :, None], dims=("model", "time", "region"), coords={"model": ["m"], "time": time, "region": ["r"]}
+    )
+    np.testing.assert_allclose(linear_baseline_cv(drivers, teachers).values, values, atol=1e-9)
+
+
+@pytest.mark.realdata
+def test_land_flux_prior_contract(shared_data, tmp_path) -> None:
+    path = tmp_path / "emulator.npz"
+    prior = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)
+    assert path.exists()
+    assert prior["flux"].dims == ("time", "region") and prior["flux_sd"].dims == ("time", "region")
+    assert prior["time"].dtype == np.dtype("datetime64[ns]") and prior.sizes["time"] == 120
+    assert list(prior["region"].values) == list(TRANSCOM3_LAND_REGIONS)
+    for name in ("flux", "flux_sd"):
+        assert prior[name].attrs["units"] == "PgC yr-1" and "positive to the atmosphere" in prior[name].attrs["sign"]
+    assert {"prior_source", "training_years", "teacher_models", "software_version"} <= set(prior.attrs)
+    assert (prior["flux_sd"] > 0).all()
+    annual_sink = -prior["flux"].sum("region").groupby("time.year").mean()
+    assert ((annual_sink > -1) & (annual_sink < 4)).all()  # a net land sink of the TRENDY-v9 S3 kind
+    again = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)  # loads, same answer
+    xr.testing.assert_allclose(again.drop_attrs(), prior.drop_attrs())
