@@ -248,8 +248,8 @@ def read_observations(config: RealConfig) -> xr.Dataset:
         inside = np.isin(ds["time_start"].dt.year.values, years) & (ds["time_end"].dt.year.values <= years[-1] + 1)
         ds = _usable(ds.isel(obs=inside))
         if ds.sizes["obs"]:
-            kept.append(ds[["value", "uncertainty"]].reset_coords(list(_COORDS)))
-    merged = xr.concat(kept, dim="obs", coords="minimal", compat="override", join="override").set_coords(list(_COORDS))
+            kept.append(xr.Dataset({name: ("obs", ds[name].values) for name in ("value", "uncertainty", *_COORDS)}))
+    merged = xr.concat(kept, dim="obs").set_coords(list(_COORDS))
     merged["value"].attrs["units"] = merged["uncertainty"].attrs["units"] = "ppm"
     merged = observations.validate(merged.assign_attrs(source_file="global case observations"))
     mismatch = {"global": config.global_mismatch_ppm, "mbl": config.station_mismatch_ppm}
