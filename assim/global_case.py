@@ -42,7 +42,7 @@ from assim.covariance import (
 )
 from assim.posterior import Posterior, annual_mean_weights, land_aggregates
 from assim.problem import Problem
-from assim.state import LATITUDE_BANDS, StateVector, month_starts
+from assim.state import LATITUDE_BANDS, StateVector, flux_sources, month_starts
 from assim.summary import summarize
 from assim.transport import Jacobian, Transport, make_transport
 from observations.errors import add_mismatch
@@ -312,18 +312,8 @@ def _annual_means(ds: xr.Dataset) -> xr.Dataset:
 
 def _band_jacobian(transport: Transport, state: StateVector, obs: xr.Dataset) -> np.ndarray:
     """(obs, month, band): response to 1 PgC/yr emitted into each surface band in each month."""
-    bands = list(LATITUDE_BANDS)
-    band_regions = xr.Dataset(
-        {
-            "region_id": ("region", -np.arange(1, 5)),
-            "area": ("region", np.ones(4)),
-            "centroid_latitude": ("region", np.zeros(4)),
-            "centroid_longitude": ("region", np.zeros(4)),
-            "band_fraction": (("region", "band"), np.eye(4)),
-        },
-        coords={"region": [f"band {b}" for b in bands], "band": bands},
-    )
-    H = transport.jacobian(StateVector(state.time, band_regions), obs).todense()
+    bands = flux_sources({f"band {b}": tuple(np.eye(4)[i]) for i, b in enumerate(LATITUDE_BANDS)})
+    H = transport.jacobian(StateVector(state.time, bands), obs).todense()
     return np.asarray(H).reshape(obs.sizes["obs"], state.time.size, 4)
 
 

@@ -17,7 +17,7 @@ import xarray as xr
 
 from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
 from assim.problem import Problem
-from assim.state import LATITUDE_BANDS, StateVector, month_starts
+from assim.state import StateVector, flux_sources, month_starts
 from assim.transport import Transport
 from observations import observation_dataset
 from priors.climatology import climatological_prior
@@ -129,20 +129,8 @@ def observation_layout(state: StateVector, config: OsseConfig) -> xr.Dataset:
 
 def fixed_flux_background(state: StateVector, obs: xr.Dataset, transport: Transport, initial_ppm: float) -> np.ndarray:
     """CO2 (ppm) at each observation from the initial condition and the fixed fossil and ocean fluxes."""
-    bands = list(LATITUDE_BANDS)
-    names = list(FIXED_FLUXES)
-    pseudo_regions = xr.Dataset(
-        {
-            "region_id": ("region", np.arange(-len(names), 0)),
-            "area": ("region", np.ones(len(names))),
-            "centroid_latitude": ("region", np.zeros(len(names))),
-            "centroid_longitude": ("region", np.zeros(len(names))),
-            "band_fraction": (("region", "band"), np.array([FIXED_FLUXES[k][1] for k in names])),
-        },
-        coords={"region": names, "band": bands},
-    )
-    fixed_state = StateVector(state.time, pseudo_regions)
-    x_fixed = np.tile([FIXED_FLUXES[k][0] for k in names], state.time.size)
+    fixed_state = StateVector(state.time, flux_sources({name: split for name, (_, split) in FIXED_FLUXES.items()}))
+    x_fixed = np.tile([flux for flux, _ in FIXED_FLUXES.values()], state.time.size)
     return initial_ppm + transport.jacobian(fixed_state, obs).matvec(x_fixed)
 
 

@@ -123,6 +123,28 @@ def _table_to_dataset(table: pd.DataFrame) -> xr.Dataset:
     )
 
 
+def flux_sources(band_fractions: dict[str, tuple[float, ...]]) -> xr.Dataset:
+    """A region table of non-land sources (fossil, ocean, one per latitude band...) given only their band split.
+
+    Parameters
+    ----------
+    band_fractions : dict
+        Source name -> share of its flux in each of :data:`LATITUDE_BANDS` (north to south).
+    """
+    names = list(band_fractions)
+    n = len(names)
+    return xr.Dataset(
+        {
+            "region_id": ("region", -np.arange(1, n + 1)),
+            "area": ("region", np.full(n, np.nan), {"units": "m2"}),
+            "centroid_latitude": ("region", np.full(n, np.nan)),
+            "centroid_longitude": ("region", np.full(n, np.nan)),
+            "band_fraction": (("region", "band"), np.array([band_fractions[k] for k in names], dtype=float)),
+        },
+        coords={"region": names, "band": list(LATITUDE_BANDS)},
+    )
+
+
 def transcom3_land_regions() -> xr.Dataset:
     """The 11 TransCom-3 land regions (Gurney et al. 2002), derived from the 1x1 degree mask.
 
