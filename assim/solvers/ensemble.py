@@ -39,6 +39,7 @@ from assim.problem import Problem
 from assim.solvers import solver
 from assim.solvers.variational import prior_sqrt
 from assim.state import StateVector
+from observations import observation_dataset
 
 
 @dataclass(frozen=True, eq=False)
@@ -293,3 +294,73 @@ def nowcast(
     of all months and all observations.
     """
     return assimilate(extend(ensemble, state, x_prior, B), H, y, R)[0]
+
+
+#: Run-file variables a nowcast carries (docs/outputs.md, "Nowcast state").
+CARRIED_OBS_COORDS = ("longitude", "altitude", "category", "platform")
+
+
+def carried_variables(ensemble: Ensemble, obs: xr.Dataset) -> xr.Dataset:
+    """What ``assim nowcast`` needs in a run file beyond docs/outputs.md's required variables.
+
+    Returns
+    -------
+    Dataset
+        ``nowcast_perturbation`` (member, time, region), PgC yr-1: Z with Z Z^T the posterior
+        covariance of the monthly fluxes (``flux_posterior`` is the mean, ``flux_prior`` the
+        prior the ensemble was built on), and the observation coords the run lacks
+        (``obs_longitude``, ``obs_altitude``, ``obs_category``, ``obs_platform``) so the
+        observations can be rebuilt.
+    """
+    state = ensemble.state
+    Z = ensemble.perturbations.T.reshape(ensemble.members, *state.shape)
+    perturbation = xr.DataArray(
+        Z,
+        dims=("member", "time", "region"),
+        coords=state.coords(),
+        attrs={
+            "units": "PgC yr-1",
+            "long_name": "posterior ensemble perturbations Z (Z Z^T = posterior covariance of the monthly fluxes)",
+        },
+    )
+    coords = {f"obs_{name}": ("obs", obs[name].values) for name in CARRIED_OBS_COORDS}
+    return xr.Dataset({"nowcast_perturbation": perturbation}, coords=coords)
+
+
+def ensemble_from_run(run: xr.Dataset, regions: xr.Dataset, source: str = "run") -> Ensemble:
+    """The carried ensemble of a run Dataset (see :func:`carried_variables`)."""
+    if "nowcast_perturbation" not in run:
+        raise ValueError(
+            f"{source} has no nowcast_perturbation: it was not written by an ensemble run or an earlier nowcast; "
+            "see docs/outputs.md (Nowcast state)"
+        )
+    state = StateVector(run["time"].values, regions.sel(region=run["region"].values))
+    perturbation = run["nowcast_perturbation"].transpose("member", "time", "region").values
+    return Ensemble(
+        state,
+        run["flux_prior"].transpose("time", "region").values.ravel(),
+        run["flux_posterior"].transpose("time", "region").values.ravel(),
+        perturbation.reshape(perturbation.shape[0], -1).T.copy(),
+    )
+
+
+def observations_from_run(run: xr.Dataset, source: str = "run") -> xr.Dataset:
+    """The Observation Dataset of a run (value = obs_value + obs_background, ppm), with ``background``."""
+    missing = [f"obs_{name}" for name in CARRIED_OBS_COORDS if f"obs_{name}" not in run.variables]
+    if missing:
+        raise ValueError(f"{source} lacks {missing}; it was not written with the nowcast state (docs/outputs.md)")
+    background = run["obs_background"].values
+    obs = observation_dataset(
+        run["obs_value"].values + background,
+        run["obs_uncertainty"].values,
+        units="ppm",
+        time=run["obs_time"].values,
+        latitude=run["obs_latitude"].values,
+        longitude=run["obs_longitude"].values,
+        altitude=run["obs_altitude"].values,
+        site=run["obs_site"].values,
+        platform=run["obs_platform"].values,
+        category=run["obs_category"].values,
+        attrs={"source_file": source},
+    )
+    return obs.assign(background=("obs", background, {"units": "ppm", "long_name": "fixed background"}))
