@@ -13,6 +13,7 @@ from priors import land_flux_prior
 from priors.emulator import EmulatorError, LandFluxEmulator, _stump_tables, design_matrix
 from priors.skill import annual_anomaly, iav_correlation, linear_baseline_cv, sensitivities, skill_scores
 from priors.teachers import TRANSCOM3_LAND_REGIONS
+from priors.towers import VEGETATION_GROUPS, TowerNEEEmulator, heat_drought_response, heldout_site_skill, tower_table
 
 REGIONS = ["north", "tropics"]
 SMALL = {"n_members": 3, "max_iter": 60, "learning_rate": 0.1, "min_samples_leaf": 10, "enso_lags": (0, 3)}
@@ -208,3 +209,50 @@ def test_land_flux_prior_contract(shared_data, tmp_path) -> None:
     assert ((annual_sink > -1) & (annual_sink < 4)).all()  # a net land sink of the TRENDY-v9 S3 kind
     again = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)  # loads, same answer
     xr.testing.assert_allclose(again.drop_attrs(), prior.drop_attrs())
+
+
+def synthetic_tower_table(n_sites: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Site-months where uptake rises with light and falls with VPD, twice as VPD-sensitive in savannas."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for s in range(n_sites):
+        igbp = "SAV" if s % 2 else "EBF"
+        month = np.tile(np.arange(1, 13), 3)
+        sw_in = 200 + 80 * np.cos(2 * np.pi * (month - 1) / 12) + 20 * rng.normal(size=month.size)
+        vpd = np.clip(10 + 5 * rng.normal(size=month.size), 0, None)
+        nee = -0.02 * sw_in + (0.2 if igbp == "SAV" else 0.1) * vpd + 0.1 * rng.normal(size=month.size)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "site": f"S{s}",
+                    "igbp": igbp,
+                    "month": month,
+                    "ta": 25 + rng.normal(size=month.size),
+                    "vpd": vpd,
+                    "precip": rng.gamma(2.0, 1.5, month.size),
+                    "sw_in": sw_in,
+                    "swc": rng.uniform(10, 30, month.size),
+                    "nee": nee,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_tower_emulator_generalises_to_unseen_sites_and_ranks_vpd_sensitivity() -> None:
+    table = synthetic_tower_table()
+    emulator = TowerNEEEmulator(max_iter=100, learning_rate=0.1, min_samples_leaf=10, random_state=0)
+    skill = heldout_site_skill(emulator, table, n_splits=3)
+    assert skill.loc["all", "r2"] > 0.7 and skill.loc["all", "sites"] == 12
+    response = heat_drought_response(emulator.fit(table), table)
+    # VPD x 1.5 (mean VPD ~10 hPa -> +5 hPa): +1.0 gC m-2 d-1 in savannas, +0.5 in rainforest (less uptake)
+    savanna, forest = response.loc["savanna and grassland"], response.loc["evergreen broadleaf forest"]
+    assert savanna["heat_delta_nee"] > forest["heat_delta_nee"] > 0
+    assert savanna["heat_delta_nee"] == pytest.approx(1.0, abs=0.4)
+
+
+@pytest.mark.realdata
+def test_real_tower_table_reads_every_site(shared_data) -> None:
+    table = tower_table(shared_data)
+    assert table["site"].nunique() > 150 and set(VEGETATION_GROUPS["savanna and grassland"]) <= set(table["igbp"])
+    assert table["nee"].between(-20, 20).all()  # gC m-2 d-1, monthly means
