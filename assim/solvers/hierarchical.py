@@ -81,35 +81,27 @@ class HierarchicalConfig:
                 raise ValueError(f"hierarchical: {name} must be >= 1, got {getattr(self, name)}")
 
 
+def _backend(lib, cholesky, solve_lower) -> SimpleNamespace:
+    """The array operations the evidence needs, from numpy or pytensor.tensor (same names in both)."""
+    names = ("exp", "log", "sum", "diagonal", "diag", "outer", "tensordot", "concatenate")
+    return SimpleNamespace(**{name: getattr(lib, name) for name in names}, cholesky=cholesky, solve_lower=solve_lower)
+
+
 def _numpy_backend() -> SimpleNamespace:
-    return SimpleNamespace(
-        exp=np.exp,
-        log=np.log,
-        sum=np.sum,
-        diagonal=np.diagonal,
-        diag=np.diag,
-        outer=np.outer,
-        tensordot=np.tensordot,
-        concatenate=np.concatenate,
-        cholesky=lambda a: scipy.linalg.cholesky(a, lower=True),
-        solve_lower=lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True),
+    return _backend(
+        np,
+        lambda a: scipy.linalg.cholesky(a, lower=True),
+        lambda a, b: scipy.linalg.solve_triangular(a, b, lower=True),
     )
 
 
 def _pytensor_backend() -> SimpleNamespace:
     import pytensor.tensor as pt
 
-    return SimpleNamespace(
-        exp=pt.exp,
-        log=pt.log,
-        sum=pt.sum,
-        diagonal=pt.diagonal,
-        diag=pt.diag,
-        outer=pt.outer,
-        tensordot=pt.tensordot,
-        concatenate=pt.concatenate,
-        cholesky=lambda a: pt.linalg.cholesky(a, lower=True),
-        solve_lower=lambda a, b: pt.linalg.solve_triangular(a, b, lower=True),
+    return _backend(
+        pt,
+        lambda a: pt.linalg.cholesky(a, lower=True),
+        lambda a, b: pt.linalg.solve_triangular(a, b, lower=True),
     )
 
 
