@@ -45,8 +45,10 @@ from assim.problem import Problem
 from assim.state import LATITUDE_BANDS, StateVector, flux_sources, month_starts
 from assim.summary import summarize
 from assim.transport import Jacobian, Transport, make_transport
+from assim.transport.jacobian import cache_dir
 from observations.errors import add_mismatch
 from observations.selection import monthly_means
+from priors import land_flux_prior
 from priors.climatology import climatological_prior
 
 BUNDLED = "bundled"
@@ -122,6 +124,8 @@ class RealConfig:
     tail_years: int = 1
     data_dir: str = BUNDLED
     stations: bool = False
+    prior: str = "climatology"
+    emulator_path: str = ""
     prior_mean_land_flux: float = -2.5
     prior_seasonal_amplitude: float = 5.0
     prior_sd_scale: float = 0.4
@@ -143,6 +147,10 @@ class RealConfig:
                 f"first_year/last_year must satisfy 1980 <= first <= last <= 2024 (GCB 2025 and NOAA global "
                 f"means), got {self.first_year}..{self.last_year}"
             )
+        if self.prior not in ("climatology", "emulator"):
+            raise ValueError(f"prior must be 'climatology' or 'emulator', got {self.prior!r}")
+        if self.prior == "emulator" and self.data_dir == BUNDLED:
+            raise ValueError("prior = 'emulator' needs data_dir pointing at the shared data folder (drivers, TRENDY)")
         if self.averaging not in ("month", "year"):
             raise ValueError(f"averaging must be 'month' or 'year', got {self.averaging!r}")
         if not 0 <= self.tail_years <= 2:
@@ -409,6 +417,29 @@ def chi2_mismatch_scale(
     return float(scipy.optimize.brentq(excess, 1.0, high, xtol=1e-3))
 
 
+def land_prior(config: RealConfig, state: StateVector, regions: xr.Dataset, gcb: pd.DataFrame) -> xr.Dataset:
+    """The prior natural land flux (time, region), PgC/yr: the climatology or the DGVM emulator.
+
+    The emulator learnt TRENDY-v9 NBP, which includes land-use change (its 2000-2009 mean net sink
+    is 1.3 PgC/yr, the GCB's S_LAND minus E_LUC); the natural flux is its prediction minus the
+    GCB's E_LUC, shared among regions by the land-use band split and each region's area in the band.
+    """
+    if config.prior == "climatology":
+        return climatological_prior(
+            state.time, regions, config.prior_mean_land_flux, config.prior_seasonal_amplitude, config.prior_sd_scale
+        )
+    start, end = (np.datetime_as_string(state.time[i], unit="M") for i in (0, -1))
+    model_path = Path(config.emulator_path) if config.emulator_path else cache_dir() / "land_flux_emulator.npz"
+    net = land_flux_prior(str(start), str(end), data_dir=Path(config.data_dir).expanduser(), model_path=model_path)
+    area_in_band = regions["band_fraction"] * regions["area"]
+    share = (area_in_band / area_in_band.sum("region")).values @ np.asarray(COMPONENTS["land_use"].bands)
+    luc = gcb["land_use_change_emissions"].reindex(pd.DatetimeIndex(state.time).year).ffill().to_numpy()
+    natural = net["flux"].transpose("time", "region") - xr.DataArray(np.outer(luc, share), dims=("time", "region"))
+    return net.assign(flux=natural.assign_attrs(net["flux"].attrs)).assign_attrs(
+        prior_source=f"{net.attrs.get('prior_source', 'DGVM emulator')} minus GCB E_LUC (natural land flux)"
+    )
+
+
 @dataclass(frozen=True)
 class GlobalCase:
     """The assembled problem and what the summary needs besides the posterior."""
@@ -426,9 +457,7 @@ def global_problem(config: RealConfig, regions: xr.Dataset, transport_name: str 
     gcb = gcb_table(config)
     obs = read_observations(config)
     state = add_station_offsets(build_state(config, regions), obs)
-    prior = climatological_prior(
-        state.time, regions, config.prior_mean_land_flux, config.prior_seasonal_amplitude, config.prior_sd_scale
-    )
+    prior = land_prior(config, state, regions, gcb)
     first_global = obs["value"].values[(obs["category"] == "global").values][0]
     extra_mean, extra_cov = _extra_prior(config, gcb, first_global)
     n_offsets = state.n_extra - extra_mean.size

@@ -20,26 +20,12 @@ from assim.problem import Problem
 from assim.state import StateVector, flux_sources, month_starts
 from assim.transport import Transport
 from observations import observation_dataset
+from observations.errors import MISMATCH_PPM
+from observations.sites import SITES
 from priors.climatology import climatological_prior
 
-#: NOAA GML / CSIRO baseline stations: code -> (latitude, longitude, altitude m asl, category).
-STATIONS = {
-    "ALT": (82.45, -62.51, 185.0, "mbl"),
-    "BRW": (71.32, -156.61, 11.0, "mbl"),
-    "MHD": (53.33, -9.90, 5.0, "mbl"),
-    "NWR": (40.05, -105.59, 3523.0, "mixed"),
-    "MLO": (19.54, -155.58, 3397.0, "mbl"),
-    "KUM": (19.52, -154.82, 8.0, "mbl"),
-    "RPB": (13.17, -59.43, 20.0, "mbl"),
-    "ASC": (-7.97, -14.40, 85.0, "mbl"),
-    "SMO": (-14.25, -170.56, 42.0, "mbl"),
-    "CPT": (-34.35, 18.49, 230.0, "mbl"),
-    "CGO": (-40.68, 144.69, 94.0, "mbl"),
-    "SPO": (-89.98, -24.80, 2810.0, "mbl"),
-}
-
-#: Model-data mismatch (ppm) by site category, as in CarbonTracker/CTDAS.
-MISMATCH_PPM = {"mbl": 0.75, "mixed": 1.5, "aircraft": 2.0, "land": 2.5, "tower": 3.0}
+#: Default OSSE network: NOAA GML / CSIRO baseline stations (coordinates in observations.sites.SITES).
+DEFAULT_SITES = ("ALT", "BRW", "MHD", "NWR", "MLO", "KUM", "RPB", "ASC", "SMO", "CPT", "CGO", "SPO")
 
 #: Fixed (known) non-land fluxes in PgC/yr and their share per latitude band (north to south):
 #: fossil emissions mostly northern extratropical, ocean uptake spread over all bands.
@@ -67,7 +53,7 @@ class OsseConfig:
     start: str = "2015-01"
     end: str = "2024-12"
     seed: int = 0
-    sites: tuple[str, ...] = tuple(STATIONS)
+    sites: tuple[str, ...] = DEFAULT_SITES
     mean_land_flux: float = -2.0
     northern_seasonal_amplitude: float = 5.0
     prior_sd_scale: float = 0.4
@@ -79,9 +65,9 @@ class OsseConfig:
     obs_per_month: int = 1
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.sites) - set(STATIONS))
+        unknown = sorted(set(self.sites) - set(SITES))
         if unknown:
-            raise ValueError(f"osse.sites: unknown station(s) {unknown}; choose from {sorted(STATIONS)}")
+            raise ValueError(f"osse.sites: unknown station(s) {unknown}; choose from {sorted(SITES)}")
         if self.prior_sd_scale <= 0:
             raise ValueError(f"osse.prior_sd_scale must be > 0, got {self.prior_sd_scale}")
 
@@ -111,10 +97,12 @@ def observation_layout(state: StateVector, config: OsseConfig) -> xr.Dataset:
     times = np.array([t + np.timedelta64(int(d) - 1, "D") for t in state.time for d in days], dtype="datetime64[ns]")
     time, site = np.meshgrid(times, sites, indexing="ij")
     site = site.ravel()
-    lat, lon, alt, cat = (np.array([STATIONS[s][k] for s in site]) for k in range(4))
+    lat, lon, alt, cat = (
+        np.array([getattr(SITES[s], k) for s in site]) for k in ("latitude", "longitude", "altitude", "category")
+    )
     return observation_dataset(
         np.zeros(site.size),
-        np.array([MISMATCH_PPM[c] for c in cat]),
+        np.array([MISMATCH_PPM[c] for c in cat]),  # model-data mismatch alone: the OSSE has no measurement error
         units="ppm",
         time=time.ravel(),
         latitude=lat,

@@ -115,6 +115,11 @@ class Problem:
             if name not in prior:
                 raise ProblemError(f"prior Dataset lacks {name!r} (has {sorted(prior.data_vars)})")
         obs = validate_observations(obs)
+        if "flag" in obs.coords and (obs["flag"] != 0).any():
+            raise ProblemError(
+                f"{int((obs['flag'] != 0).sum())} observations are flagged (flag != 0); drop them explicitly with "
+                "observations.errors.usable(obs) before building the Problem"
+            )
         if obs["value"].attrs["units"] != "ppm":
             raise ProblemError(
                 f"observation values must be in ppm for this transport, got {obs['value'].attrs['units']!r}"

@@ -160,7 +160,7 @@ def case_nowcast(years: int, n_region: int, sites: int) -> dict:
 
     from assim import Problem, solve
     from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
-    from assim.osse import STATIONS, OsseConfig, observation_layout
+    from assim.osse import DEFAULT_SITES, OsseConfig, observation_layout
     from assim.solvers.ensemble import Ensemble, nowcast
     from assim.state import StateVector, month_starts
     from assim.transport import make_transport
@@ -169,7 +169,7 @@ def case_nowcast(years: int, n_region: int, sites: int) -> dict:
     regions = synthetic_regions(n_region, rng)
     months = month_starts("1990-01", f"{1990 + years}-01")  # years x 12 months, plus one
     full = StateVector(months, regions)
-    config = OsseConfig(start=str(months[0])[:7], end=str(months[-1])[:7], sites=tuple(list(STATIONS)[:sites]))
+    config = OsseConfig(start=str(months[0])[:7], end=str(months[-1])[:7], sites=DEFAULT_SITES[:sites])
     obs = observation_layout(full, config)
     transport = make_transport("box12")
     sd = rng.uniform(0.05, 0.3, full.size)
