@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
+from scipy.stats import norm
 from test_core import small_problem
+from threadpoolctl import threadpool_limits
 
 from assim import SOLVERS, Problem, solve
 from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance, to_dense
@@ -15,6 +17,13 @@ from assim.solvers.ensemble import assimilate, extend, gaspari_cohn, nowcast, pr
 from assim.solvers.variational import ConvergenceError
 from assim.state import StateVector, transcom3_land_regions
 from assim.transport import make_transport
+
+
+@pytest.fixture(autouse=True)
+def single_thread_blas():
+    """Small matrices on a shared 2-core machine: threaded BLAS only oversubscribes it."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def whitened(p: Problem, cov: np.ndarray) -> np.ndarray:
@@ -176,3 +185,22 @@ def test_nowcast_month_by_month_equals_batch(world) -> None:
     )
     with pytest.raises(ValueError, match="must start with the ensemble's 24 months"):
         extend(carried, state, x_b, B)
+
+
+@pytest.mark.parametrize(("method", "options"), [("variational", {}), ("ensemble", {})])
+@pytest.mark.slow
+def test_osse_calibration(world, method: str, options: dict) -> None:
+    """Regional annual sinks: truth inside 1-sigma 62-74 % and inside 2-sigma 91-98 % of the time (30 worlds)."""
+    _, _, _, regions, transport = world
+    z = []
+    for seed in range(30):
+        config = OsseConfig(start="2023-01", end="2024-12", seed=seed)
+        w = make_world(config, regions, transport)
+        post = solve(world_problem(w, config, regions, transport), method=method, **options)
+        weights = annual_mean_weights(post.state, land_aggregates(regions)).isel(aggregate=slice(0, 11))
+        totals = post.aggregate(weights)
+        truth = (weights * w.truth).sum(("time", "region"))
+        z.append(np.abs((totals["mean"] - truth) / totals["sd"]).values.ravel())
+    z = np.concatenate(z)
+    assert 0.62 <= (z <= norm.ppf(0.841345)).mean() <= 0.74
+    assert 0.91 <= (z <= norm.ppf(0.97725)).mean() <= 0.98
