@@ -32,7 +32,6 @@ import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-import arviz as az
 import numpy as np
 import scipy.linalg
 import xarray as xr
@@ -358,6 +357,8 @@ def _sample(model, config: HierarchicalConfig) -> tuple:
 
 def _posterior(problem: Problem, config: HierarchicalConfig, evidence: MarginalEvidence | None, idata) -> Posterior:
     """State moments and draws from the sampled (or, with every factor fixed, the given) hyperparameters."""
+    import arviz as az  # imported on use: slow, and it warns on import (every `assim` command would)
+
     posterior = (
         idata.posterior
         if idata is not None  # else every hyperparameter is fixed: nothing was sampled
@@ -414,6 +415,8 @@ def _marginal_state(
 
 
 def _diagnostics(idata, config: HierarchicalConfig) -> dict:
+    import arviz as az
+
     names = [v for v in ("prior_scale", "mismatch_scale", "offset", "scaling") if v in idata.posterior]
     if not names:
         return {"rhat_max": 1.0, "ess_bulk_min": float(config.draws * config.chains), "converged": True}
