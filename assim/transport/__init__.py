@@ -15,9 +15,18 @@ import xarray as xr
 
 from assim.state import StateVector
 from assim.transport.boxmodel import BoxModel12
+from assim.transport.footprints import FootprintTransport
 from assim.transport.jacobian import Jacobian
 
-__all__ = ["TRANSPORTS", "BoxModel12", "Jacobian", "Transport", "make_transport", "register_transport"]
+__all__ = [
+    "TRANSPORTS",
+    "BoxModel12",
+    "FootprintTransport",
+    "Jacobian",
+    "Transport",
+    "make_transport",
+    "register_transport",
+]
 
 
 class Transport(Protocol):
@@ -49,6 +58,7 @@ def register_transport(name: str) -> Callable[[type[Transport]], type[Transport]
 
 
 register_transport("box12")(BoxModel12)
+register_transport("footprints")(FootprintTransport)
 
 
 def make_transport(name: str, **options: Any) -> Transport:
