@@ -7,10 +7,12 @@ What it learns. For each TransCom-3 land region and month, the flux of the proce
   cycle and the CO2-fertilised trend, which extrapolates beyond the training years), and
 * an **anomaly**: gradient-boosted decision stumps (scikit-learn
   :class:`~sklearn.ensemble.HistGradientBoostingRegressor`, ``max_depth=1``) on driver
-  anomalies: the ENSO index at 0-12 month lags, global temperature at a few lags, CO2 and
-  the season (sin/cos of the month). The target anomaly is smoothed with a centred running
-  mean of ``smoothing_months`` (the monthly weather noise that global indices cannot
-  explain is not fitted).
+  anomalies only: the ENSO index at 0-12 month lags, global temperature minus its CO2-forced
+  trend at a few lags, and the season (sin/cos of the month). No feature is a proxy of time,
+  so decadal wiggles of the training years are not learnt as if they were climate responses.
+  The target anomaly is smoothed with a centred running mean of ``smoothing_months`` (the
+  monthly weather noise that global indices cannot explain is not fitted), and the number of
+  stumps per region is chosen on the out-of-bag years (early stopping).
 
 An ensemble of ``n_members`` such models is trained, each on a bootstrap resample of years
 and of DGVMs (its target is the mean of the DGVMs it drew). Boosted stumps are additive in
@@ -69,18 +71,29 @@ def _version() -> str:
 
 
 def feature_names(enso_lags: tuple[int, ...], temperature_lags: tuple[int, ...]) -> list[str]:
-    """Column names of :func:`design_matrix`."""
+    """Column names of the anomaly features of :func:`design_matrix`."""
     return (
         [f"{ENSO_DRIVER}_lag{k}" for k in enso_lags]
-        + [f"{TEMPERATURE_DRIVER}_lag{k}" for k in temperature_lags]
-        + [CO2_DRIVER, "season_sin", "season_cos"]
+        + [f"{TEMPERATURE_DRIVER}_anomaly_lag{k}" for k in temperature_lags]
+        + ["season_sin", "season_cos"]
     )
 
 
+def temperature_trend(drivers: xr.Dataset) -> np.ndarray:
+    """Least-squares fit ``T = a + b ln(CO2 / 280 ppm)`` of global temperature on CO2 -> ``[a, b]`` (K, K)."""
+    log_co2 = np.log(drivers[CO2_DRIVER].values / 280.0)
+    valid = np.isfinite(log_co2) & np.isfinite(drivers[TEMPERATURE_DRIVER].values)
+    return np.polyfit(log_co2[valid], drivers[TEMPERATURE_DRIVER].values[valid], 1)[::-1]
+
+
 def design_matrix(
-    drivers: xr.Dataset, time: np.ndarray, enso_lags: tuple[int, ...], temperature_lags: tuple[int, ...]
-) -> np.ndarray:
-    """Features of each month: lagged ENSO and temperature, CO2, season.
+    drivers: xr.Dataset,
+    time: np.ndarray,
+    enso_lags: tuple[int, ...],
+    temperature_lags: tuple[int, ...],
+    trend: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Driver anomalies of each month (lagged ENSO and temperature, season) and its CO2.
 
     Parameters
     ----------
@@ -89,11 +102,17 @@ def design_matrix(
         starting at least ``max(lags)`` months before ``time[0]``.
     time : ndarray of datetime64
         Month starts to build features for.
+    enso_lags, temperature_lags : tuple of int
+        Lags in months.
+    trend : ndarray (2,)
+        :func:`temperature_trend`: the temperature features are anomalies from this CO2-forced
+        trend, so that the anomaly model never sees a proxy of time.
 
     Returns
     -------
-    ndarray (time, feature)
+    features : ndarray (time, feature)
         Columns as :func:`feature_names`.
+    co2 : ndarray (time,), ppm
     """
     missing = [name for name in REQUIRED_DRIVERS if name not in drivers]
     if missing:
@@ -109,14 +128,15 @@ def design_matrix(
         )
     if len(axis) > 1 and not (np.diff(axis.values).astype("timedelta64[D]").astype(int) <= 31).all():
         raise EmulatorError("drivers must be on a gap-free monthly axis (priors.load_drivers gives one)")
+    co2 = drivers[CO2_DRIVER].values
+    temperature = drivers[TEMPERATURE_DRIVER].values - (trend[0] + trend[1] * np.log(co2 / 280.0))
     columns = [drivers[ENSO_DRIVER].values[pos - k] for k in enso_lags]
-    columns += [drivers[TEMPERATURE_DRIVER].values[pos - k] for k in temperature_lags]
+    columns += [temperature[pos - k] for k in temperature_lags]
     phase = 2 * np.pi * (wanted.month.to_numpy() - 0.5) / 12
-    columns += [drivers[CO2_DRIVER].values[pos], np.sin(phase), np.cos(phase)]
-    X = np.column_stack(columns).astype(float)
-    if not np.isfinite(X).all():
+    X = np.column_stack([*columns, np.sin(phase), np.cos(phase)]).astype(float)
+    if not (np.isfinite(X).all() and np.isfinite(co2[pos]).all()):
         raise EmulatorError("drivers contain NaN in the months asked for; check the driver files' coverage")
-    return X
+    return X, co2[pos].astype(float)
 
 
 def _baseline_coefficients(co2: np.ndarray, month: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -135,8 +155,13 @@ def _baseline(coef: np.ndarray, co2: np.ndarray, month: np.ndarray) -> np.ndarra
     return np.moveaxis(c[..., 0] + c[..., 1] * co2[None, :, None], 0, 1)
 
 
-def _stump_tables(models: list[list[HistGradientBoostingRegressor]], n_features: int) -> tuple[list, list, np.ndarray]:
+def _stump_tables(
+    models: list[list[HistGradientBoostingRegressor]], n_features: int, n_stumps: np.ndarray | None = None
+) -> tuple[list, list, np.ndarray]:
     """Compile boosted stumps (member x region) into per-feature step tables.
+
+    ``n_stumps`` (region,) keeps only the first ``n_stumps[r]`` boosting iterations of region
+    ``r`` (early stopping); default all.
 
     Returns thresholds[f] (sorted, n_f), tables[f] (n_f + 1, member, region) and the
     intercept (member, region). A stump sends ``x <= threshold`` to its left leaf, so with
@@ -149,7 +174,8 @@ def _stump_tables(models: list[list[HistGradientBoostingRegressor]], n_features:
     for i, member in enumerate(models):
         for r, model in enumerate(member):
             intercept[i, r] += float(np.ravel(model._baseline_prediction)[0])
-            for (predictor,) in model._predictors:
+            kept = model._predictors if n_stumps is None else model._predictors[: n_stumps[r]]
+            for (predictor,) in kept:
                 nodes = predictor.nodes
                 root = nodes[0]
                 if root["is_leaf"]:
@@ -199,12 +225,18 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
     teacher_models_ : ndarray of str
         DGVMs it learnt from.
     training_years_ : ndarray of int
+    temperature_trend_ : ndarray (2,)
+        ``[a, b]`` of global temperature ``a + b ln(CO2 / 280 ppm)`` over the training drivers;
+        the temperature features are anomalies from it.
     baseline_coef_ : ndarray (member, 12, region, 2)
         Intercept (PgC/yr) and CO2 slope (PgC/yr per ppm) of each calendar month's baseline.
     thresholds_, tables_, intercept_
         Compiled stumps (see :func:`_stump_tables`).
     dgvm_spread_, model_error_ : ndarray (12, region), PgC/yr
         Between-DGVM sd and out-of-bag RMS error, per calendar month.
+    n_stumps_ : ndarray (region,) of int
+        Boosting iterations kept per region: the number minimising the out-of-bag error summed
+        over members (early stopping on the years each member did not draw).
     sd_scale_ : float
         Calibration factor of ``flux_sd`` (fitted on out-of-bag years).
     """
@@ -215,7 +247,7 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         max_iter: int = 200,
         learning_rate: float = 0.05,
         min_samples_leaf: int = 20,
-        smoothing_months: int = 7,
+        smoothing_months: int = 12,
         enso_lags: tuple[int, ...] = tuple(range(13)),
         temperature_lags: tuple[int, ...] = (0, 3, 6),
         random_state: int | np.random.RandomState | None = None,
@@ -247,16 +279,17 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         """
         flux = self._check_teachers(flux)
         time = flux["time"].values
-        X = design_matrix(drivers, time, tuple(self.enso_lags), tuple(self.temperature_lags))
+        self.temperature_trend_ = temperature_trend(drivers)
+        X, co2 = self._design(drivers, time)
         Y = flux.transpose("model", "time", "region").values
         years = pd.DatetimeIndex(time).year.to_numpy()
         month = pd.DatetimeIndex(time).month.to_numpy()
-        co2 = X[:, len(self.enso_lags) + len(self.temperature_lags)]
         rng = check_random_state(self.random_state)
         unique_years = np.unique(years)
         n_models, _, n_regions = Y.shape
 
         coefs, members, oob = [], [], []
+        oob_sse = np.zeros((n_regions, self.max_iter + 1))
         for _ in range(self.n_members):
             drawn = rng.randint(n_models, size=n_models)
             target = np.nanmean(Y[drawn], axis=0)
@@ -269,17 +302,22 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
                     pd.DataFrame(anomaly).rolling(self.smoothing_months, center=True, min_periods=1).mean().to_numpy()
                 )
             seed = rng.randint(np.iinfo(np.int32).max)
-            members.append([self._booster(seed).fit(X[rows], anomaly[rows, r]) for r in range(n_regions)])
+            boosters = [self._booster(seed).fit(X[rows], anomaly[rows, r]) for r in range(n_regions)]
+            out_of_bag = ~np.isin(years, chosen)
+            if out_of_bag.any():
+                oob_sse += self._staged_oob_errors(boosters, X[out_of_bag], anomaly[out_of_bag])
+            members.append(boosters)
             coefs.append(coef)
-            oob.append(~np.isin(years, chosen))
+            oob.append(out_of_bag)
 
         self.baseline_coef_ = np.stack(coefs)
-        self.thresholds_, self.tables_, self.intercept_ = _stump_tables(members, X.shape[1])
+        self.n_stumps_ = oob_sse.argmin(axis=1)
+        self.thresholds_, self.tables_, self.intercept_ = _stump_tables(members, X.shape[1], self.n_stumps_)
         self.feature_names_in_ = np.asarray(feature_names(tuple(self.enso_lags), tuple(self.temperature_lags)))
         self.regions_ = flux["region"].values.astype(str)
         self.teacher_models_ = flux["model"].values.astype(str)
         self.training_years_ = unique_years
-        self._fit_uncertainty(X, Y, month, np.stack(oob, axis=1))
+        self._fit_uncertainty(X, co2, Y, month, np.stack(oob, axis=1))
         return self
 
     def _booster(self, seed: int) -> HistGradientBoostingRegressor:
@@ -291,6 +329,20 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             early_stopping=False,
             random_state=seed,
         )
+
+    @staticmethod
+    def _staged_oob_errors(
+        boosters: list[HistGradientBoostingRegressor], X: np.ndarray, anomaly: np.ndarray
+    ) -> np.ndarray:
+        """(region, iteration) squared error on out-of-bag months after 0, 1, ... boosting iterations."""
+        errors = np.zeros((len(boosters), boosters[0].max_iter + 1))
+        for r, booster in enumerate(boosters):
+            errors[r, 0] = np.sum((anomaly[:, r] - np.ravel(booster._baseline_prediction)[0]) ** 2)
+            i = 0
+            for i, staged in enumerate(booster.staged_predict(X), start=1):
+                errors[r, i] = np.sum((anomaly[:, r] - staged) ** 2)
+            errors[r, i + 1 :] = errors[r, i]  # boosting stopped early: later iterations change nothing
+        return errors
 
     @staticmethod
     def _check_teachers(flux: xr.DataArray) -> xr.DataArray:
@@ -305,13 +357,20 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             raise EmulatorError("some (time, region) have no teacher value in any model; trim the period")
         return flux
 
-    def _fit_uncertainty(self, X: np.ndarray, Y: np.ndarray, month: np.ndarray, oob: np.ndarray) -> None:
+    def _design(self, drivers: xr.Dataset, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return design_matrix(
+            drivers, time, tuple(self.enso_lags), tuple(self.temperature_lags), self.temperature_trend_
+        )
+
+    def _fit_uncertainty(
+        self, X: np.ndarray, co2: np.ndarray, Y: np.ndarray, month: np.ndarray, oob: np.ndarray
+    ) -> None:
         """DGVM spread, out-of-bag error and the calibration factor of flux_sd."""
         dgvm_mean = np.nanmean(Y, axis=0)
         by_month = pd.Series(np.arange(month.size)).groupby(month).indices
         spread = np.nanvar(Y, axis=0, ddof=1 if Y.shape[0] > 1 else 0)
         self.dgvm_spread_ = np.sqrt(np.stack([spread[by_month[m]].mean(axis=0) for m in range(1, 13)]))
-        draws = self._members(X, month)  # time, member, region
+        draws = self._members(X, co2, month)  # time, member, region
         n_oob = oob.sum(axis=1)
         usable = n_oob > 0
         mu_oob = np.einsum("tm,tmr->tr", oob[usable], draws[usable]) / n_oob[usable, None]
@@ -324,13 +383,12 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         self.sd_scale_ = float(np.nanquantile(z, ONE_SIGMA))
 
     # -------------------------------------------------------------- predict
-    def _members(self, X: np.ndarray, month: np.ndarray, chunk: int = 512) -> np.ndarray:
+    def _members(self, X: np.ndarray, co2: np.ndarray, month: np.ndarray, chunk: int = 512) -> np.ndarray:
         """(time, member, region) member predictions from the compiled tables.
 
         Months are processed in chunks so the gathered table rows stay in cache (measured 2-3x
         faster than gathering every month of one feature at once).
         """
-        co2 = X[:, len(self.enso_lags) + len(self.temperature_lags)]
         out = np.ascontiguousarray(_baseline(self.baseline_coef_, co2, month) + self.intercept_[None])
         bins = [np.searchsorted(thr, X[:, f], side="left") for f, thr in enumerate(self.thresholds_)]
         flat_out = out.reshape(len(X), -1)
@@ -354,9 +412,9 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             lag = max((*self.enso_lags, *self.temperature_lags))
             time = drivers["time"].values[lag:]
         time = np.asarray(time, dtype="datetime64[ns]")
-        X = design_matrix(drivers, time, tuple(self.enso_lags), tuple(self.temperature_lags))
+        X, co2 = self._design(drivers, time)
         month = pd.DatetimeIndex(time).month.to_numpy()
-        return time, self._members(X, month), month
+        return time, self._members(X, co2, month), month
 
     def predict_ensemble(self, drivers: xr.Dataset, time: np.ndarray | None = None) -> xr.DataArray:
         """Each member's flux.
@@ -442,6 +500,8 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             "intercept": self.intercept_,
             "dgvm_spread": self.dgvm_spread_,
             "model_error": self.model_error_,
+            "n_stumps": self.n_stumps_,
+            "temperature_trend": self.temperature_trend_,
         }
         for f, (thr, table) in enumerate(zip(self.thresholds_, self.tables_, strict=True)):
             arrays[f"thresholds_{f}"], arrays[f"table_{f}"] = thr, table
@@ -474,6 +534,7 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         emulator.tables_ = [files[f"table_{f}"] for f in range(n_features)]
         emulator.baseline_coef_, emulator.intercept_ = files["baseline_coef"], files["intercept"]
         emulator.dgvm_spread_, emulator.model_error_ = files["dgvm_spread"], files["model_error"]
+        emulator.n_stumps_, emulator.temperature_trend_ = files["n_stumps"], files["temperature_trend"]
         emulator.feature_names_in_ = np.asarray(meta["feature_names"])
         emulator.regions_ = np.asarray(meta["regions"])
         emulator.teacher_models_ = np.asarray(meta["teacher_models"])

@@ -31,6 +31,7 @@ from priors.emulator import CO2_DRIVER, ENSO_DRIVER, TEMPERATURE_DRIVER, LandFlu
 
 __all__ = [
     "annual_anomaly",
+    "apparent_temperature_sensitivity",
     "blocked_cross_validation",
     "extrapolation",
     "iav_correlation",
@@ -211,3 +212,29 @@ def sensitivities(
             "flux_el_nino": response(ENSO_DRIVER, el_nino_k).assign_attrs(units="PgC yr-1", oni_anomaly_K=el_nino_k),
         }
     )
+
+
+def apparent_temperature_sensitivity(flux: xr.DataArray, temperature: xr.DataArray) -> float:
+    """Interannual sensitivity of a land flux to temperature, as in Wang et al. (2013, PNAS 110, 13061).
+
+    Least-squares slope of the linearly detrended annual flux on the linearly detrended annual
+    temperature over their common years: the diagnostic whose observed value (CO2 growth rate
+    against tropical land temperature, 1959-2011) is 3.5 +- 0.6 PgC yr-1 K-1.
+
+    Parameters
+    ----------
+    flux : DataArray (time), PgC yr-1, positive to the atmosphere
+        Monthly flux (e.g. tropical land total).
+    temperature : DataArray (year), K
+        Annual temperature anomaly (e.g. GISTEMP 24S-24N).
+
+    Returns
+    -------
+    float
+        PgC yr-1 K-1; positive = more flux to the atmosphere (a weaker sink) in warm years.
+    """
+    years = np.intersect1d(np.unique(flux["time"].dt.year.values), temperature["year"].values)
+    flux_anomaly = annual_anomaly(flux.sel(time=flux["time"].dt.year.isin(years)))
+    t = temperature.sel(year=years).values
+    t = t - np.polyval(np.polyfit(years, t, 1), years)
+    return float(np.polyfit(t, flux_anomaly.values, 1)[0])

@@ -11,12 +11,26 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from priors import land_flux_prior
 from priors.emulator import EmulatorError, LandFluxEmulator, _stump_tables, design_matrix
-from priors.skill import annual_anomaly, iav_correlation, linear_baseline_cv, sensitivities, skill_scores
+from priors.skill import (
+    annual_anomaly,
+    apparent_temperature_sensitivity,
+    iav_correlation,
+    linear_baseline_cv,
+    sensitivities,
+    skill_scores,
+)
 from priors.teachers import TRANSCOM3_LAND_REGIONS
 from priors.towers import VEGETATION_GROUPS, TowerNEEEmulator, heat_drought_response, heldout_site_skill, tower_table
 
 REGIONS = ["north", "tropics"]
-SMALL = {"n_members": 3, "max_iter": 60, "learning_rate": 0.1, "min_samples_leaf": 10, "enso_lags": (0, 3)}
+SMALL = {
+    "n_members": 3,
+    "max_iter": 60,
+    "learning_rate": 0.1,
+    "min_samples_leaf": 10,
+    "smoothing_months": 3,
+    "enso_lags": (0, 3),
+}
 
 
 def synthetic_drivers(n_years: int = 24, seed: int = 0) -> xr.Dataset:
@@ -139,7 +153,7 @@ def test_predict_ensemble_mean_is_predict(world) -> None:
 def test_drivers_too_short_for_the_lags_raise_naming_months(world) -> None:
     drivers, _, emulator = world
     with pytest.raises(EmulatorError, match=r"need them from 1978-10"):
-        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,))
+        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,), np.zeros(2))
     with pytest.raises(EmulatorError, match=r"lack \['co2'\]"):
         emulator.predict(drivers.drop_vars("co2"))
 
@@ -256,3 +270,15 @@ def test_real_tower_table_reads_every_site(shared_data) -> None:
     table = tower_table(shared_data)
     assert table["site"].nunique() > 150 and set(VEGETATION_GROUPS["savanna and grassland"]) <= set(table["igbp"])
     assert table["nee"].between(-20, 20).all()  # gC m-2 d-1, monthly means
+
+
+def test_apparent_sensitivity_recovers_a_planted_slope_despite_trends() -> None:
+    years = np.arange(1980, 2000)
+    rng = np.random.default_rng(5)
+    temperature = xr.DataArray(
+        0.02 * (years - 1980) + 0.2 * rng.normal(size=years.size), dims="year", coords={"year": years}
+    )
+    time = pd.date_range("1980-01", "1999-12", freq="MS")
+    annual_flux = 3.5 * temperature.values - 0.05 * (years - 1980)  # warm years: weaker sink, plus a trend
+    flux = xr.DataArray(np.repeat(annual_flux, 12), dims="time", coords={"time": time})
+    assert apparent_temperature_sensitivity(flux, temperature) == pytest.approx(3.5, rel=1e-9)
