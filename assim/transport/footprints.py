@@ -212,35 +212,45 @@ def region_fractions(
     csr_matrix (cells, R)
         Rows in footprint-cell order (latitude-major); each row sums to <= 1.
     """
+    offsets = (np.arange(subsample) + 0.5) / subsample
+    f_lat, f_lon = cell_bounds(latitude), cell_bounds(longitude)
+    p_lat = (f_lat[:-1, None] + np.diff(f_lat)[:, None] * offsets).ravel()
+    p_lon = (f_lon[:-1, None] + np.diff(f_lon)[:, None] * offsets).ravel()
+    column = region_index(mask_codes(mask, p_lat[:, None], p_lon[None, :]), region_ids)
+    n_lon = longitude.size
+    cell = (np.arange(p_lat.size)[:, None] // subsample) * n_lon + np.arange(p_lon.size)[None, :] // subsample
+    keep = column >= 0
+    weights = np.full(int(keep.sum()), 1.0 / subsample**2)
+    return scipy.sparse.csr_matrix(
+        (weights, (cell[keep], column[keep])), shape=(latitude.size * n_lon, len(region_ids))
+    )
+
+
+def mask_codes(mask: xr.DataArray, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
+    """Code of the mask cell holding each point (latitude and longitude broadcast; 0 outside the mask).
+
+    The mask's coordinates are cell centres (edges halfway between them); point longitudes are
+    wrapped into the mask's longitude range (-180..180 or 0..360).
+    """
     lat_name = next((d for d in mask.dims if str(d).startswith("lat")), None)
     lon_name = next((d for d in mask.dims if str(d).startswith("lon")), None)
     if lat_name is None or lon_name is None:
         raise ValueError(f"region mask {mask.name!r} needs latitude and longitude dims, found {mask.dims}")
     mask = mask.sortby(lat_name).sortby(lon_name).transpose(lat_name, lon_name)
     codes = np.rint(np.nan_to_num(mask.values.astype(float))).astype(np.int64)
-    m_lat, m_lon = cell_bounds(mask[lat_name].values), cell_bounds(mask[lon_name].values)
-    offsets = (np.arange(subsample) + 0.5) / subsample
-    f_lat, f_lon = cell_bounds(latitude), cell_bounds(longitude)
-    p_lat = (f_lat[:-1, None] + np.diff(f_lat)[:, None] * offsets).ravel()
-    p_lon = (f_lon[:-1, None] + np.diff(f_lon)[:, None] * offsets).ravel()
-    p_lon = (p_lon - m_lon[0]) % 360.0 + m_lon[0]
-    i = np.searchsorted(m_lat, p_lat, side="right") - 1
-    j = np.searchsorted(m_lon, p_lon, side="right") - 1
-    inside = ((i >= 0) & (i < codes.shape[0]))[:, None] & ((j >= 0) & (j < codes.shape[1]))[None, :]
-    point = codes[np.clip(i, 0, codes.shape[0] - 1)[:, None], np.clip(j, 0, codes.shape[1] - 1)[None, :]]
-    point[~inside] = 0
+    lat_edges, lon_edges = cell_bounds(mask[lat_name].values), cell_bounds(mask[lon_name].values)
+    i = np.searchsorted(lat_edges, latitude, side="right") - 1
+    j = np.searchsorted(lon_edges, (np.asarray(longitude) - lon_edges[0]) % 360.0 + lon_edges[0], side="right") - 1
+    inside = (i >= 0) & (i < codes.shape[0]) & (j >= 0) & (j < codes.shape[1])
+    return np.where(inside, codes[np.clip(i, 0, codes.shape[0] - 1), np.clip(j, 0, codes.shape[1] - 1)], 0)
+
+
+def region_index(codes: np.ndarray, region_ids: np.ndarray) -> np.ndarray:
+    """Position in ``region_ids`` of each code (same shape as ``codes``), -1 for codes not in it."""
     region_ids = np.asarray(region_ids, dtype=np.int64)
     order = np.argsort(region_ids)
-    pos = np.searchsorted(region_ids[order], point)
-    found = region_ids[order][np.clip(pos, 0, region_ids.size - 1)] == point
-    column = np.where(found, order[np.clip(pos, 0, region_ids.size - 1)], -1)
-    n_lat, n_lon = latitude.size, longitude.size
-    cell = (np.arange(n_lat * subsample)[:, None] // subsample) * n_lon + np.arange(n_lon * subsample)[
-        None, :
-    ] // subsample
-    keep = column >= 0
-    weights = np.full(int(keep.sum()), 1.0 / subsample**2)
-    return scipy.sparse.csr_matrix((weights, (cell[keep], column[keep])), shape=(n_lat * n_lon, region_ids.size))
+    pos = np.clip(np.searchsorted(region_ids[order], codes), 0, region_ids.size - 1)
+    return np.where(region_ids[order][pos] == codes, order[pos], -1)
 
 
 def month_index(state: StateVector, time: np.ndarray, where: str) -> np.ndarray:
