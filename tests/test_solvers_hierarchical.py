@@ -39,6 +39,20 @@ def labelled(problem: Problem, seed: int = 0) -> Problem:
 @pytest.mark.parametrize("form", ["state", "observation"])
 def test_marginal_evidence_is_the_dense_gaussian_density(groups: str, form: str) -> None:
     p = labelled(small_problem(seed=0, n_obs=60))
+    check_evidence(p, groups, form)
+
+
+@pytest.mark.parametrize("form", ["eigen", "state", "observation"])
+def test_single_category_evidence_forms(form: str) -> None:
+    """One prior group and one mismatch category: the O(n) eigen form is the same density."""
+    p = small_problem(seed=1, n_obs=80)
+    one = xr.Dataset(coords={"category": ("obs", np.full(p.m, "mbl")), "site": ("obs", np.full(p.m, "A"))})
+    check_evidence(replace(p, obs=one), "global", form)
+    with pytest.raises(ValueError, match="form 'eigen' needs one prior-scale group"):
+        MarginalEvidence(labelled(p), "global", form="eigen")
+
+
+def check_evidence(p: Problem, groups: str, form: str) -> None:
     ev = MarginalEvidence(p, groups, offsets=True, form=form)
     rng = np.random.default_rng(1)
     log_s, log_t, offset = (rng.normal(0, 0.3, k) for k in (ev.groups.size, ev.categories.size, ev.sites.size))

@@ -150,14 +150,14 @@ def assimilate(
         mean, Z = _serial(ensemble.mean.copy(), ensemble.perturbations.copy(), G, Y, d, taper)
         return Ensemble(ensemble.state, ensemble.x_prior, mean, Z), y.size
     batches = _month_batches(obs, y.size)
-    mean, Z = ensemble.mean.copy(), ensemble.perturbations
+    mean, Z = ensemble.mean.copy(), ensemble.perturbations.copy()  # updated in place below
     for rows in batches:
         U, s, Vt = np.linalg.svd(Y[rows], full_matrices=False)
         coef = Vt.T @ (s / (1 + s**2) * (U.T @ d[rows]))  # ensemble-space mean increment
         mean += Z @ coef
         d -= Y @ coef
         shrink = 1 - 1 / np.sqrt(1 + s**2)
-        Z = Z - (Z @ Vt.T) * shrink @ Vt
+        Z -= (Z @ Vt.T) * shrink @ Vt
         Y = Y - (Y @ Vt.T) * shrink @ Vt
     return Ensemble(ensemble.state, ensemble.x_prior, mean, Z), len(batches)
 
@@ -261,9 +261,12 @@ def extend(ensemble: Ensemble, state: StateVector, x_prior: np.ndarray, B: Krone
     if not (old_sd > 0).all():
         raise ValueError("extend: the prior sd must be > 0 for every old state element")
 
+    # only months with a non-zero weight enter (for an exponential, i.e. Markov, time correlation: the last)
+    months = np.flatnonzero(np.abs(a).max(axis=1) > 1e-12 * np.abs(a).max())
+
     def regress(values: np.ndarray) -> np.ndarray:  # (T*R, c) -> (k*R, c)
-        white = values.reshape(T, n_region, -1) / old_sd[:, :, None]
-        return (sd[T:, :, None] * np.einsum("tj,trc->jrc", a, white)).reshape(k * n_region, -1)
+        white = values.reshape(T, n_region, -1)[months] / old_sd[months, :, None]
+        return (sd[T:, :, None] * np.einsum("tj,trc->jrc", a[months], white)).reshape(k * n_region, -1)
 
     noise = np.kron(scipy.linalg.cholesky(kappa, lower=True), scipy.linalg.cholesky(B.region_correlation, lower=True))
     noise *= sd[T:].ravel()[:, None]

@@ -43,6 +43,7 @@ from assim.problem import Problem
 from assim.solvers import solver
 
 SCALINGS = ("gaussian", "lognormal", "truncated_normal")
+FORMS = ("auto", "eigen", "state", "observation")
 PRIOR_GROUPS = ("global", "region")
 
 
@@ -115,8 +116,10 @@ class MarginalEvidence:
     prior_groups : {"global", "region"}
     offsets : bool
         Whether theta carries one offset per site.
-    form : {"auto", "state", "observation"}
-        ``auto``: state form when n <= m.
+    form : {"auto", "eigen", "state", "observation"}
+        ``auto``: ``eigen`` with one prior-scale group and one mismatch category (the generalised
+        eigenpairs F v = lambda B^-1 v, F = H^T R^-1 H, make each evaluation O(n)), else the
+        state form when n <= m, else the observation form.
 
     Attributes
     ----------
@@ -125,9 +128,8 @@ class MarginalEvidence:
     """
 
     def __init__(self, problem: Problem, prior_groups: str = "global", offsets: bool = False, form: str = "auto"):
-        if form not in ("auto", "state", "observation"):
-            raise ValueError(f"hierarchical: form must be 'auto', 'state' or 'observation', got {form!r}")
-        self.form = ("state" if problem.n <= problem.m else "observation") if form == "auto" else form
+        if form not in FORMS:
+            raise ValueError(f"hierarchical: form must be one of {FORMS}, got {form!r}")
         self.problem = problem
         obs = problem.obs
         category = obs["category"].values.astype(str) if obs is not None else np.full(problem.m, "all")
@@ -154,10 +156,20 @@ class MarginalEvidence:
         self.D = np.hstack(columns)
         self.B0_chol = scipy.linalg.cholesky(self.B0, lower=True)
         self.m_c = np.bincount(self.category_index, minlength=self.categories.size)
-        if self.form == "state":
-            self._precompute_state()
-        else:
+        single = self.groups.size == 1 and self.categories.size == 1
+        if form == "eigen" and not single:
+            raise ValueError("hierarchical: form 'eigen' needs one prior-scale group and one mismatch category")
+        if form == "auto":
+            form = "eigen" if single else "state" if problem.n <= problem.m else "observation"
+        self.form = form
+        if self.form == "observation":
             self._precompute_observation()
+        else:
+            self._precompute_state()
+        if self.form == "eigen":  # V^T B^-1 V = I, V^T F V = diag(lambda)
+            self.lam, self.V = scipy.linalg.eigh(self.F[0], self.P0)
+            self.VE = self.V.T @ self.E[0]
+            self.logdet_B0 = 2 * np.log(np.diagonal(self.B0_chol)).sum()
 
     def _precompute_state(self) -> None:
         eye = np.eye(self.problem.n)
@@ -199,6 +211,14 @@ class MarginalEvidence:
         """
         xp = xp or _numpy_backend()
         a = self._a(xp, offset)
+        if self.form == "eigen":  # M = V^-T diag(d) V^-1, d = 1/s^2 + lambda/t^2; logdet M = sum log d - logdet B
+            w = xp.exp(-2 * log_mismatch)
+            d = xp.exp(-2 * log_prior_scale) + self.lam * w
+            u = xp.tensordot(self.VE, a, axes=1) * w
+            q = xp.sum(w * xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
+            logdet = xp.sum(self.m_c * 2 * log_mismatch) + 2 * self.problem.n * xp.sum(log_prior_scale)
+            logdet = logdet + xp.sum(xp.log(d)) - self.logdet_B0
+            return self.const - 0.5 * (logdet + q - xp.sum(u * u / d))
         if self.form == "state":
             w = xp.exp(-2 * log_mismatch)
             inv_s = xp.exp(-log_prior_scale)[self.group_index]
@@ -226,7 +246,13 @@ class MarginalEvidence:
         r = self.r0 * np.exp(2 * log_mismatch)[self.category_index]
         d = self.D @ a
         Bt = self.B0 * np.outer(s, s)
-        if self.form == "state":
+        if self.form == "eigen":
+            w = np.exp(-2 * log_mismatch)
+            d_inv = 1 / (np.exp(-2 * log_prior_scale) + self.lam * w)
+            delta = self.V @ (d_inv * (self.VE @ a) * w)
+            cov = (self.V * d_inv) @ self.V.T
+            draw = delta + self.V @ (np.sqrt(d_inv) * rng.standard_normal(delta.size))
+        elif self.form == "state":
             w = np.exp(-2 * log_mismatch)
             M = self.P0 / np.outer(s, s) + np.tensordot(w, self.F, axes=1)
             factor = scipy.linalg.cho_factor(M, lower=True)
