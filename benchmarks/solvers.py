@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -356,13 +357,19 @@ def case_peer(n: int, m: int, tune: int, draws: int, chains: int, seed: int, pee
     peer_ess, peer_rate = ess_per_second(peer_x, W, peer_wall)
     record |= {"peer_seconds": peer_wall, "peer_ess_min": peer_ess, "peer_ess_per_s": peer_rate}
     peer_mean, peer_sd = peer_x.reshape(-1, n).mean(0), peer_x.reshape(-1, n).std(0, ddof=1)
-    for label, scaling in (("marginalised", "gaussian"), ("lognormal", "lognormal")):
+    shared = replace(problem, obs=problem.obs.assign_coords(category=("obs", np.full(m, "all"))))
+    variants = {  # label: (problem, scaling); "shared": one mismatch factor for all sites (O(n) eigen form)
+        "marginalised": (problem, "gaussian"),
+        "marginalised_shared_mismatch": (shared, "gaussian"),
+        "lognormal": (problem, "lognormal"),
+    }
+    for label, (variant, scaling) in variants.items():
         config = HierarchicalConfig(draws=draws, tune=tune, chains=chains, seed=seed, scaling=scaling)
         for _ in range(2):  # first run fills the numba/PyTensor caches; report the warm one
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 t0 = time.perf_counter()
-                post = solve(problem, method="hierarchical", config=config)
+                post = solve(variant, method="hierarchical", config=config)
                 seconds = time.perf_counter() - t0
         ours = post.info["idata"].posterior["flux"].values.reshape(chains, draws, -1)[..., :n]
         ess, rate = ess_per_second(ours, W, seconds)
