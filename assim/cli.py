@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the inversion described by a TOML config")
     run.add_argument("config", type=Path)
     run.add_argument("--output", type=Path, default=None, help="output directory (overrides [run] output_dir)")
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="dask.distributed scheduler for chunked work (default: a LocalCluster sized to this machine, "
+        "started only if the run uses dask)",
+    )
     report = sub.add_parser("report", help="re-make the HTML report of a run file")
     report.add_argument("run_file", type=Path)
     report.add_argument("--output", type=Path, default=None, help="directory (default: beside the run file)")
@@ -153,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             config = Config(run=RunConfig(case=case, method=args.method), osse=OsseConfig(seed=args.seed))
             _execute(config, args.output)
         elif args.command == "run":
-            _execute(load_config(args.config), args.output)
+            from assim.distributed import scheduler  # dask.distributed loads only for `run`
+
+            config = load_config(args.config)
+            with scheduler(args.scheduler):
+                _execute(config, args.output)
         elif args.command == "report":
             html = write_report(read_run(args.run_file), args.output or args.run_file.parent)
             print(f"report: {html}")
