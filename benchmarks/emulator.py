@@ -32,6 +32,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.linear_model import LinearRegression  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from priors import load_drivers, read_gcb2025_dgvm_sinks, read_trendy_monthly  # noqa: E402
 from priors.drivers import read_gistemp_zonal_annual  # noqa: E402
@@ -162,4 +163,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with threadpool_limits(limits=1, user_api="openmp"):  # 720-month fits: OpenMP threads only add overhead
+        sys.exit(main())

@@ -153,7 +153,7 @@ def test_predict_ensemble_mean_is_predict(world) -> None:
 def test_drivers_too_short_for_the_lags_raise_naming_months(world) -> None:
     drivers, _, emulator = world
     with pytest.raises(EmulatorError, match=r"need them from 1978-10"):
-        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,), np.zeros(2))
+        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,))
     with pytest.raises(EmulatorError, match=r"lack \['co2'\]"):
         emulator.predict(drivers.drop_vars("co2"))
 
