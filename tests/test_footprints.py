@@ -127,7 +127,7 @@ def footprint_folder(tmp_path, layout: str = "paris"):
     return folder, tmp_path / "mask.nc", mask, state
 
 
-@pytest.mark.parametrize("layout", ["paris", "acrg"])
+@pytest.mark.parametrize("layout", ["paris", "acrg"])  # same fields in both layouts: the same H by hand
 def test_projection_matches_a_hand_computation(tmp_path, layout: str) -> None:
     folder, mask_path, mask, state = footprint_folder(tmp_path, layout)
     transport = make_transport("footprints", directory=str(folder), region_mask=str(mask_path), subsample=2)
@@ -145,16 +145,6 @@ def test_projection_matches_a_hand_computation(tmp_path, layout: str) -> None:
             expected[i, month * state.region.size + r] = 1e6 * mol_per_m2_s * srr[codes == code].sum()
     np.testing.assert_allclose(H, expected, rtol=2e-6)
     assert (H[:4, :6] > 0).any() and (H[4:, 6:] > 0).any() and not H[4:, :6].any()  # Feb obs see Feb fluxes only
-
-
-def test_both_layouts_give_the_same_jacobian(tmp_path) -> None:
-    out = []
-    for layout in ("paris", "acrg"):
-        (tmp_path / layout).mkdir()
-        folder, mask_path, _, state = footprint_folder(tmp_path / layout, layout)
-        transport = make_transport("footprints", directory=str(folder), region_mask=str(mask_path))
-        out.append(transport.jacobian(state, transport.releases()).todense())
-    np.testing.assert_array_equal(out[0], out[1])
 
 
 def test_jacobian_store_is_reused_and_obs_are_matched_by_site_and_period(tmp_path) -> None:
