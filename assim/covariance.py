@@ -129,7 +129,7 @@ class KroneckerCovariance(LinearOperator):
             dtype=np.float64,
             matvec=lambda z: self.sd * self._kron(lt, lr, z).ravel(),
             matmat=lambda Z: self.sd[:, None] * self._kron(lt, lr, Z),
-            rmatvec=lambda z: self._kron(lt.T, lr.T, self.sd * z).ravel(),
+            rmatvec=lambda z: self._kron(lt.T, lr.T, self.sd * np.ravel(z)).ravel(),
             rmatmat=lambda Z: self._kron(lt.T, lr.T, self.sd[:, None] * Z),
         )
 

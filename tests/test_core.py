@@ -261,6 +261,8 @@ def test_correlated_observation_errors_match_dense_numpy() -> None:
         post = solve(problem, form=form)
         np.testing.assert_allclose(post.mean, mean_ref, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(post.covariance, cov_ref, atol=1e-10 * np.abs(cov_ref).max())
+    variational = solve(problem, method="variational")
+    np.testing.assert_allclose(variational.mean, mean_ref, rtol=1e-6, atol=1e-8)
     d = problem.innovation()
     H, B = p.H.matmat(np.eye(p.n)), p.B.todense()
     assert post.chi2_reduced() == pytest.approx(d @ np.linalg.solve(H @ B @ H.T + R.todense(), d) / p.m, rel=1e-8)
@@ -271,3 +273,12 @@ def test_kronecker_solve_inverts() -> None:
     B = small_problem(seed=2).B
     X = np.random.default_rng(0).normal(size=(B.shape[0], 2))
     np.testing.assert_allclose(B.matmat(B.solve(X)), X, rtol=1e-8, atol=1e-10)
+
+
+def test_sqrt_operators_accept_column_vectors() -> None:
+    """scipy passes (n, 1) arrays to matvec/rmatvec: the factors must not broadcast them."""
+    B = StackedCovariance([small_problem(seed=1).B, np.eye(2) * 0.5])
+    L = B.sqrt()
+    z = np.random.default_rng(0).normal(size=(B.shape[0], 1))
+    np.testing.assert_allclose(L.T @ z, L.rmatmat(z), rtol=1e-12)
+    np.testing.assert_allclose(L @ z, L.matmat(z), rtol=1e-12)

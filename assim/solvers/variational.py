@@ -8,7 +8,7 @@ has the Hessian I + G^T G (G = R^-1/2 H L) and the gradient chi - G^T (R^-1/2 d 
 minimiser solves (I + G^T G) chi = b with b = G^T R^-1/2 d; Lanczos with full
 re-orthogonalisation builds the Krylov basis Q and tridiagonal T with Q^T (I + G^T G) Q = T,
 whose CG iterate is chi_k = Q_k T_k^-1 |b| e_1 (Paige & Saunders 1975; Fisher & Courtier 1995,
-ECMWF TM 220). Only ``H.matvec``, ``H.rmatvec``, ``R.whiten`` and L, L^T are used.
+ECMWF TM 220). Only ``H.matvec``, ``H.rmatvec``, ``R.solve`` and L, L^T are used.
 
 The Ritz pairs (theta_i, V_i) of T give the posterior covariance as a low-rank update of B
 (as in LUMIA and CIF):
@@ -102,9 +102,9 @@ def solve_variational(
     H, R = problem.H, problem.R
 
     def hessian(v: np.ndarray) -> np.ndarray:
-        return v + L.rmatvec(H.rmatvec(R.whiten(R.whiten(H.matvec(L.matvec(v))))))
+        return v + L.rmatvec(H.rmatvec(R.solve(H.matvec(L.matvec(v)))))
 
-    b = L.rmatvec(H.rmatvec(R.whiten(R.whiten(problem.innovation()))))
+    b = L.rmatvec(H.rmatvec(R.solve(problem.innovation())))
     lanczos = _Lanczos(hessian, b, max_iter)
     next_check = 0
     while True:
