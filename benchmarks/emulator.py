@@ -10,8 +10,10 @@ One JSON line per case (needs ../shared/data or $ASSIM_SHARED_DATA):
   2020-2024 minus the GCB2025 DGVM mean (PgC/yr, positive = emulator sink larger).
 * ``regions``: the held-out IAV correlation, RMSE and coverage per region.
 * ``speed``: ``train_s`` (fit on all teacher data) and ``cell_months_per_s`` (region-months
-  predicted per second, flux and flux_sd), with the ratio to the linear baseline's prediction
-  of the same number of region-months in the same process.
+  predicted per wall-clock second, flux and flux_sd; single-threaded numpy), the same per CPU
+  second (``cell_months_per_cpu_s``: what an unloaded core gives) with the machine's load
+  average, and the ratio to the linear baseline's prediction of the same number of
+  region-months in the same process.
 * ``sensitivities``: global and tropical response to +1 K and to a 2 K El Nino, and the apparent
   interannual sensitivity to tropical temperature (Wang et al. 2013 diagnostic) of the held-out
   emulator and of the DGVM mean, 1960-2019, against GISTEMP 24S-24N.
@@ -22,6 +24,7 @@ One JSON line per case (needs ../shared/data or $ASSIM_SHARED_DATA):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,9 +105,9 @@ def main() -> int:
     n_months = 100_000
     tiled = drivers.isel(time=np.arange(n_months) % drivers.sizes["time"])
     tiled = tiled.assign_coords(time=pd.date_range("1000-01", periods=n_months, freq="MS").to_numpy("datetime64[ns]"))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     prior = emulator.predict(tiled)
-    predict_s = time.perf_counter() - t0
+    predict_s, predict_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     region_months = prior["flux"].size
     X = np.column_stack([tiled[name].values for name in REQUIRED_DRIVERS])
     linear = LinearRegression().fit(X, np.zeros((n_months, len(emulator.regions_))))
@@ -118,6 +121,8 @@ def main() -> int:
             "members": emulator.n_members,
             "region_months": int(region_months),
             "cell_months_per_s": round(region_months / predict_s),
+            "cell_months_per_cpu_s": round(region_months / predict_cpu_s),
+            "load_average_1min": round(os.getloadavg()[0], 2),
             "ratio_to_linear_predict": round(predict_s / linear_s, 1),
         }
     )

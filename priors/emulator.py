@@ -368,21 +368,25 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
     def _members(self, X: np.ndarray, co2: np.ndarray, month: np.ndarray, chunk: int = 512) -> np.ndarray:
         """(time, member, region) member predictions from the compiled tables.
 
-        Months are processed in chunks so the gathered table rows stay in cache (measured 2-3x
-        faster than gathering every month of one feature at once).
+        Months are processed in chunks so the gathered table rows stay in cache, and the step
+        tables are summed in float32 (relative rounding ~1e-7 of a flux): together 2-4x
+        faster than gathering every month of one float64 feature at once (micro-benchmark on this
+        2-core machine). Features without any
+        stump are skipped.
         """
-        out = np.ascontiguousarray(_baseline(self.baseline_coef_, co2, month) + self.intercept_[None])
-        bins = [np.searchsorted(thr, X[:, f], side="left") for f, thr in enumerate(self.thresholds_)]
-        flat_out = out.reshape(len(X), -1)
-        tables = [table.reshape(table.shape[0], -1) for table in self.tables_]
-        buffer = np.empty((min(chunk, len(X)), flat_out.shape[1]))
+        baseline = _baseline(self.baseline_coef_, co2, month) + self.intercept_[None]
+        used = [f for f, thr in enumerate(self.thresholds_) if thr.size]
+        bins = [np.searchsorted(self.thresholds_[f], X[:, f], side="left") for f in used]
+        tables = [self.tables_[f].reshape(self.tables_[f].shape[0], -1).astype(np.float32) for f in used]
+        steps = np.zeros((len(X), baseline[0].size), dtype=np.float32)
+        buffer = np.empty((min(chunk, len(X)), steps.shape[1]), dtype=np.float32)
         for start in range(0, len(X), chunk):
-            rows = flat_out[start : start + chunk]
+            rows = steps[start : start + chunk]
             gathered = buffer[: len(rows)]
             for table, index in zip(tables, bins, strict=True):
                 np.take(table, index[start : start + chunk], axis=0, out=gathered)
                 rows += gathered
-        return out
+        return baseline + steps.reshape(baseline.shape)
 
     def _raw_sd(self, draws: np.ndarray, month: np.ndarray) -> np.ndarray:
         var = self.dgvm_spread_[month - 1] ** 2 + self.model_error_[month - 1] ** 2 + draws.var(axis=1)
