@@ -1,5 +1,5 @@
 """Command line: ``assim demo``, ``assim run CONFIG.toml``, ``assim report RUN.nc``, ``assim methods``,
-``assim nowcast RUN.nc NEW_DATA``."""
+``assim nowcast RUN.nc NEW_DATA``, ``assim prior``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import xarray as xr
 from assim.config import Config, RunConfig, load_config
 from assim.osse import OsseConfig
 from assim.pipeline import run as run_case
-from assim.report import make_outputs, read_run, write_report
+from assim.report import atomic_write, make_outputs, read_run, write_report
 from assim.solvers import SOLVERS
 from assim.solvers.ensemble import Ensemble, carried_variables, ensemble_from_run, nowcast, observations_from_run
 
@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_file", type=Path)
     report.add_argument("--output", type=Path, default=None, help="directory (default: beside the run file)")
     sub.add_parser("methods", help="list the solvers")
+    prior = sub.add_parser("prior", help="train (or load) the land-flux emulator and write the Prior Dataset")
+    prior.add_argument("--start", default="1990-01", help="first month (default 1990-01)")
+    prior.add_argument("--end", default="2024-12", help="last month (default 2024-12)")
+    prior.add_argument("--data-dir", type=Path, default=None, help="shared data folder (default ../shared/data)")
+    prior.add_argument(
+        "--model", type=Path, default=None, help="emulator .npz: loaded if present, else trained and saved"
+    )
+    prior.add_argument("--output", type=Path, default=Path("prior.nc"), help="netCDF to write (default prior.nc)")
     now = sub.add_parser("nowcast", help="add the next month of observations to a run without re-solving the past")
     now.add_argument("run_file", type=Path)
     now.add_argument("new_data", type=Path, help="Observation Dataset (netCDF) of the month after the run")
@@ -170,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"report: {html}")
         elif args.command == "nowcast":
             _nowcast(args.run_file, args.new_data, args.output)
+        elif args.command == "prior":
+            from priors import land_flux_prior
+
+            dataset = land_flux_prior(args.start, args.end, data_dir=args.data_dir, model_path=args.model)
+            atomic_write(args.output, lambda tmp: dataset.to_netcdf(tmp))
+            print(f"prior ({dataset.attrs.get('prior_source', '')}): {args.output}")
         elif args.command == "methods":
             for name, func in sorted(SOLVERS.items()):
                 print(f"{name:14s} {'exact' if func.exact else 'approximate'}  {func.__doc__.splitlines()[0]}")
