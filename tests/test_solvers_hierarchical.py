@@ -84,17 +84,20 @@ class _Dense:
 
 
 @pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
-@pytest.mark.parametrize("form", ["state", "observation"])
-def test_pymc_model_density_is_the_marginal_evidence(form: str) -> None:
+@pytest.mark.parametrize(("form", "groups"), [("state", "region"), ("observation", "region"), ("eigen", "global")])
+def test_pymc_model_density_is_the_marginal_evidence(form: str, groups: str) -> None:
     """The PyTensor graph behind pm.Potential gives the numpy evidence plus the LogNormal hyperpriors."""
     from scipy.stats import lognorm, norm
 
     p = labelled(small_problem(seed=0, n_obs=60))
-    config = HierarchicalConfig(prior_groups="region", offset_sd_ppm=0.5)
-    ev = MarginalEvidence(p, "region", offsets=True, form=form)
+    if form == "eigen":  # one mismatch category
+        p = replace(p, obs=p.obs.assign_coords(category=("obs", np.full(p.m, "mbl"))))
+    config = HierarchicalConfig(prior_groups=groups, offset_sd_ppm=0.5)
+    ev = MarginalEvidence(p, groups, offsets=True, form=form)
     model, _ = build_model(p, config, ev)
     rng = np.random.default_rng(2)
-    prior_scale, mismatch = np.exp(rng.normal(0, 0.2, ev.groups.size)), np.exp(rng.normal(0, 0.2, 2))
+    prior_scale = np.exp(rng.normal(0, 0.2, ev.groups.size))
+    mismatch = np.exp(rng.normal(0, 0.2, ev.categories.size))
     offset = rng.normal(0, 0.3, ev.sites.size)
     point = {"prior_scale_log__": np.log(prior_scale), "mismatch_scale_log__": np.log(mismatch), "offset": offset}
     jacobian = np.log(prior_scale).sum() + np.log(mismatch).sum()  # log transform of the positive scales

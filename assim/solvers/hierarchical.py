@@ -212,12 +212,12 @@ class MarginalEvidence:
         xp = xp or _numpy_backend()
         a = self._a(xp, offset)
         if self.form == "eigen":  # M = V^-T diag(d) V^-1, d = 1/s^2 + lambda/t^2; logdet M = sum log d - logdet B
-            w = xp.exp(-2 * log_mismatch)
-            d = xp.exp(-2 * log_prior_scale) + self.lam * w
+            log_s, log_t = xp.sum(log_prior_scale), xp.sum(log_mismatch)  # one of each: scalars broadcast
+            w = xp.exp(-2 * log_t)
+            d = xp.exp(-2 * log_s) + self.lam * w
             u = xp.tensordot(self.VE, a, axes=1) * w
-            q = xp.sum(w * xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
-            logdet = xp.sum(self.m_c * 2 * log_mismatch) + 2 * self.problem.n * xp.sum(log_prior_scale)
-            logdet = logdet + xp.sum(xp.log(d)) - self.logdet_B0
+            q = w * xp.sum(xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
+            logdet = 2 * self.problem.m * log_t + 2 * self.problem.n * log_s + xp.sum(xp.log(d)) - self.logdet_B0
             return self.const - 0.5 * (logdet + q - xp.sum(u * u / d))
         if self.form == "state":
             w = xp.exp(-2 * log_mismatch)
