@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	@for f in benchmarks/*.py; do echo "# $$f" >&2; $(BIN)/python $$f || exit 1; done
+	@for f in benchmarks/*.py; do echo "# $$f" >&2; $(BIN)/python -P $$f || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

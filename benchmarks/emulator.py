@@ -27,20 +27,16 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-# a script's folder comes first on sys.path: keep benchmarks/observations.py from shadowing the package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+from threadpoolctl import threadpool_limits
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.linear_model import LinearRegression  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from priors import load_drivers, read_gcb2025_dgvm_sinks, read_trendy_monthly  # noqa: E402
-from priors.drivers import read_gistemp_zonal_annual  # noqa: E402
-from priors.emulator import REQUIRED_DRIVERS, LandFluxEmulator  # noqa: E402
-from priors.skill import (  # noqa: E402
+from priors import load_drivers, read_gcb2025_dgvm_sinks, read_trendy_monthly
+from priors.drivers import read_gistemp_zonal_annual
+from priors.emulator import REQUIRED_DRIVERS, LandFluxEmulator
+from priors.skill import (
     GLOBAL,
     apparent_temperature_sensitivity,
     blocked_cross_validation,
@@ -50,7 +46,7 @@ from priors.skill import (  # noqa: E402
     sensitivities,
     skill_scores,
 )
-from priors.towers import TowerNEEEmulator, heat_drought_response, heldout_site_skill, tower_table  # noqa: E402
+from priors.towers import TowerNEEEmulator, heat_drought_response, heldout_site_skill, tower_table
 
 TROPICS = ["South American Tropical", "Northern Africa", "Southern Africa", "Tropical Asia"]
 

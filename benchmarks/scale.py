@@ -20,25 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-# a script's folder comes first on sys.path: keep benchmarks/observations.py from shadowing the package
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import psutil
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-
-from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance  # noqa: E402
-from assim.distributed import scheduler  # noqa: E402
-from assim.problem import Problem  # noqa: E402
-from assim.solvers import solve  # noqa: E402
-from assim.solvers.variational import ConvergenceError  # noqa: E402
-from assim.state import StateVector, month_starts  # noqa: E402
-from assim.transport.synthetic import block_regions, write_synthetic_jacobian  # noqa: E402
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
+from assim.distributed import scheduler
+from assim.problem import Problem
+from assim.solvers import solve
+from assim.solvers.variational import ConvergenceError
+from assim.state import StateVector, month_starts
+from assim.transport.synthetic import block_regions, write_synthetic_jacobian
 
 GTOL, MAX_ITER, RANK = 1e-6, 200, 20
 

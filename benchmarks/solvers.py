@@ -415,10 +415,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worlds", type=int, default=200, help="OSSE worlds for variational and ensemble")
     parser.add_argument("--hierarchical-worlds", type=int, default=20)
     args = parser.parse_args(argv)
-    # python puts this script's directory first on sys.path, where other benchmark scripts are named
-    # like our packages (benchmarks/observations.py): drop it so `import observations` finds the package
-    here = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     if args.peer_worker:
         peer_worker(args.peer_worker, args.n, args.m, args.tune, args.draws, args.chains, args.seed)
         return

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# this script shares its name with the package: keep its own folder off the import path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import netCDF4
+import numpy as np
 
-import netCDF4  # noqa: E402
-import numpy as np  # noqa: E402
-
-import observations  # noqa: E402
-from observations.synthetic import write_obspack  # noqa: E402
+import observations
+from observations.synthetic import write_obspack
 
 VARIABLES = ("time", "value", "value_unc", "latitude", "longitude", "altitude", "intake_height", "qcflag", "obs_flag")
 
