@@ -282,3 +282,10 @@ def test_sqrt_operators_accept_column_vectors() -> None:
     z = np.random.default_rng(0).normal(size=(B.shape[0], 1))
     np.testing.assert_allclose(L.T @ z, L.rmatmat(z), rtol=1e-12)
     np.testing.assert_allclose(L @ z, L.matmat(z), rtol=1e-12)
+
+
+def test_hierarchical_refuses_correlated_observation_errors() -> None:
+    p = small_problem(seed=8, n_obs=60)
+    R = BlockDiagonalCovariance([ExponentialCorrelation(2.0).matrix(month_lags(30)) * 0.3**2] * 2)
+    with pytest.raises(ValueError, match="R must be a DiagonalCovariance"):
+        solve(Problem(p.state, p.x_prior, p.B, p.H, p.y, R), method="hierarchical")

@@ -37,7 +37,7 @@ import scipy.linalg
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
-from assim.covariance import to_dense
+from assim.covariance import DiagonalCovariance, to_dense
 from assim.posterior import LowRankCovariance, Posterior
 from assim.problem import Problem
 from assim.solvers import solver
@@ -146,6 +146,11 @@ class MarginalEvidence:
         else:
             self.groups, self.group_index = np.array(["global"]), np.zeros(problem.n, dtype=int)
         self.offsets = offsets
+        if not isinstance(problem.R, DiagonalCovariance):
+            raise ValueError(
+                f"hierarchical: R must be a DiagonalCovariance (independent errors), got {type(problem.R).__name__}; "
+                "scaling a correlated R by category is not implemented - use method 'analytic' or 'variational'"
+            )
         self.r0 = np.asarray(problem.R.diagonal(), dtype=float)
         self.H = to_dense(problem.H)
         self.B0 = to_dense(problem.B)
