@@ -6,18 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import tomllib
 from pathlib import Path
-
-import numpy as np
-import xarray as xr
 
 from assim.config import Config, RunConfig, load_config
 from assim.osse import OsseConfig
+from assim.pipeline import nowcast_run
 from assim.pipeline import run as run_case
 from assim.report import atomic_write, make_outputs, read_run, write_report
 from assim.solvers import SOLVERS
-from assim.solvers.ensemble import Ensemble, carried_variables, ensemble_from_run, nowcast, observations_from_run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,77 +80,10 @@ def _execute(config: Config, output: Path | None) -> None:
 
 
 def _nowcast(run_path: Path, data_path: Path, output: Path | None) -> None:
-    """Update an OSSE run with the next month of observations (docs/outputs.md, "Nowcast state").
-
-    The carried ensemble is extended by one month (its prior conditioned on the past) and only
-    the new observations are assimilated; a run file without a carried ensemble is solved once
-    with the ``ensemble`` solver from its own config. ``NEW_DATA`` may hold ``background`` (ppm);
-    else the run's fixed fossil and ocean fluxes give it.
-    """
-    from assim.config import config_from_dict
-    from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
-    from assim.osse import fixed_flux_background, make_world, world_problem
-    from assim.problem import Problem
-    from assim.solvers import solve
-    from assim.state import StateVector, transcom3_land_regions
-    from assim.summary import summarize
-    from assim.transport import make_transport
-    from observations import validate
-    from priors.climatology import climatological_prior
-
     start = time.perf_counter()
-    run = read_run(run_path)
-    config = config_from_dict(tomllib.loads(run.attrs["config"]))
-    if config.run.case != "osse":
-        raise ValueError(f"{run_path}: nowcast supports OSSE runs (case 'osse'), this run is case {config.run.case!r}")
-    with xr.open_dataset(data_path) as ds:
-        new = validate(ds.load())
-    month = run["time"].values[-1].astype("datetime64[M]") + 1
-    found = np.unique(new["time"].values.astype("datetime64[M]"))
-    if found.tolist() != [month]:
-        raise ValueError(f"{data_path}: nowcast adds the month after the run ({month}); found months {found}")
-    regions, transport = transcom3_land_regions(), make_transport(config.transport.name, **config.transport.options)
-    if "nowcast_perturbation" in run:
-        carried, old_obs = ensemble_from_run(run, regions, str(run_path)), observations_from_run(run, str(run_path))
-    else:
-        print(f"{run_path} carries no ensemble: solving its config once with the ensemble solver", file=sys.stderr)
-        problem = world_problem(make_world(config.osse, regions, transport), config.osse, regions, transport)
-        post = solve(problem, method="ensemble")
-        carried, old_obs = Ensemble(problem.state, problem.x_prior, post.mean, post.covariance.factor), problem.obs
-    state = StateVector(np.append(carried.state.time, month.astype("datetime64[ns]")), carried.state.regions)
-    osse = config.osse
-    prior = climatological_prior(
-        state.time, state.regions, osse.mean_land_flux, osse.northern_seasonal_amplitude, osse.prior_sd_scale
-    )
-    x_prior = prior["flux"].values.ravel()
-    B = prior_covariance(
-        state,
-        prior["flux_sd"].values,
-        ExponentialCorrelation(config.osse.time_correlation_months),
-        ExponentialCorrelation(config.osse.region_correlation_km),
-    )
-    if "background" not in new:
-        background = fixed_flux_background(state, new, transport, config.osse.initial_ppm)
-        new = new.assign(background=("obs", background, {"units": "ppm", "long_name": "fixed background"}))
-    new = new[list(old_obs.data_vars)].drop_vars([c for c in new.coords if c not in old_obs.coords])
-    y_new = new["value"].values - new["background"].values
-    updated = nowcast(
-        carried,
-        state,
-        x_prior,
-        B,
-        transport.jacobian(state, new),
-        y_new,
-        DiagonalCovariance(new["uncertainty"].values ** 2),
-    )
-    obs = xr.concat([old_obs, new], dim="obs", combine_attrs="override")
-    y, R = obs["value"].values - obs["background"].values, DiagonalCovariance(obs["uncertainty"].values ** 2)
-    problem = Problem(state, x_prior, B, transport.jacobian(state, obs), y, R, obs)
-    kept = {k: run.attrs[k] for k in ("title", "config", "prior_source", "osse_seed", "transport") if k in run.attrs}
-    kept["nowcast_months"] = f"{run.attrs.get('nowcast_months', '')} {month}".strip()
-    result = summarize(updated.posterior(problem), reference=config.run.reference_period, attrs=kept)
-    paths = make_outputs(xr.merge([result, carried_variables(updated, obs)]), output or run_path.parent)
-    print(f"nowcast {month}: {new.sizes['obs']} new observations, {updated.members} members")
+    updated = nowcast_run(run_path, data_path)
+    paths = make_outputs(updated, output or run_path.parent)
+    print(f"nowcast {updated.attrs['nowcast_months'].split()[-1]}: {updated.sizes['obs']} observations in all")
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"done in {time.perf_counter() - start:.1f} s")

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from assim.config import Config
+from assim.config import Config, config_from_dict
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
 from assim.global_case import global_problem, summarize_global
-from assim.osse import make_world, world_problem
+from assim.osse import fixed_flux_background, make_world, world_problem
+from assim.problem import Problem
+from assim.report import read_run
 from assim.solvers import solve
-from assim.state import transcom3_land_regions
+from assim.solvers.ensemble import Ensemble, carried_variables, ensemble_from_run, nowcast, observations_from_run
+from assim.state import StateVector, transcom3_land_regions
 from assim.summary import summarize
 from assim.transport import make_transport
+from observations import validate
+from priors.climatology import climatological_prior
 
 
 def run(config: Config, progress: bool = True) -> xr.Dataset:
@@ -61,5 +71,68 @@ def run_osse(config: Config, progress: bool = True) -> xr.Dataset:
         },
     )
     steps.update()
+    if config.run.method == "ensemble":  # carry the ensemble so `assim nowcast` continues without re-solving
+        carried = Ensemble(problem.state, problem.x_prior, posterior.mean, posterior.covariance.factor)
+        run = xr.merge([run, carried_variables(carried, problem.obs)], combine_attrs="override")
     steps.close()
     return run
+
+
+def nowcast_run(run_path: Path, data_path: Path) -> xr.Dataset:
+    """Update an OSSE run file with the next month of observations (docs/outputs.md, "Nowcast state").
+
+    The carried ensemble is extended by one month (its prior conditioned on the past) and only
+    the new observations are assimilated; a run file without a carried ensemble is solved once
+    with the ``ensemble`` solver from its own config. ``NEW_DATA`` may hold ``background`` (ppm);
+    else the run's fixed fossil and ocean fluxes give it.
+    """
+    run = read_run(run_path)
+    config = config_from_dict(tomllib.loads(run.attrs["config"]))
+    if config.run.case != "osse":
+        raise ValueError(f"{run_path}: nowcast supports OSSE runs (case 'osse'), this run is case {config.run.case!r}")
+    with xr.open_dataset(data_path) as ds:
+        new = validate(ds.load())
+    month = run["time"].values[-1].astype("datetime64[M]") + 1
+    found = np.unique(new["time"].values.astype("datetime64[M]"))
+    if found.tolist() != [month]:
+        raise ValueError(f"{data_path}: nowcast adds the month after the run ({month}); found months {found}")
+    regions, transport = transcom3_land_regions(), make_transport(config.transport.name, **config.transport.options)
+    if "nowcast_perturbation" in run:
+        carried, old_obs = ensemble_from_run(run, regions, str(run_path)), observations_from_run(run, str(run_path))
+    else:
+        problem = world_problem(make_world(config.osse, regions, transport), config.osse, regions, transport)
+        post = solve(problem, method="ensemble")
+        carried, old_obs = Ensemble(problem.state, problem.x_prior, post.mean, post.covariance.factor), problem.obs
+    state = StateVector(np.append(carried.state.time, month.astype("datetime64[ns]")), carried.state.regions)
+    osse = config.osse
+    prior = climatological_prior(
+        state.time, state.regions, osse.mean_land_flux, osse.northern_seasonal_amplitude, osse.prior_sd_scale
+    )
+    x_prior = prior["flux"].values.ravel()
+    B = prior_covariance(
+        state,
+        prior["flux_sd"].values,
+        ExponentialCorrelation(config.osse.time_correlation_months),
+        ExponentialCorrelation(config.osse.region_correlation_km),
+    )
+    if "background" not in new:
+        background = fixed_flux_background(state, new, transport, config.osse.initial_ppm)
+        new = new.assign(background=("obs", background, {"units": "ppm", "long_name": "fixed background"}))
+    new = new[list(old_obs.data_vars)].drop_vars([c for c in new.coords if c not in old_obs.coords])
+    y_new = new["value"].values - new["background"].values
+    updated = nowcast(
+        carried,
+        state,
+        x_prior,
+        B,
+        transport.jacobian(state, new),
+        y_new,
+        DiagonalCovariance(new["uncertainty"].values ** 2),
+    )
+    obs = xr.concat([old_obs, new], dim="obs", combine_attrs="override")
+    y, R = obs["value"].values - obs["background"].values, DiagonalCovariance(obs["uncertainty"].values ** 2)
+    problem = Problem(state, x_prior, B, transport.jacobian(state, obs), y, R, obs)
+    kept = {k: run.attrs[k] for k in ("title", "config", "prior_source", "osse_seed", "transport") if k in run.attrs}
+    kept["nowcast_months"] = f"{run.attrs.get('nowcast_months', '')} {month}".strip()
+    result = summarize(updated.posterior(problem), reference=config.run.reference_period, attrs=kept)
+    return xr.merge([result, carried_variables(updated, obs)])
