@@ -94,3 +94,17 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
 def test_methods_lists_solvers(capsys: pytest.CaptureFixture) -> None:
     assert main(["methods"]) == 0
     assert "analytic" in capsys.readouterr().out
+
+
+def test_demo_runs_the_real_global_case_from_bundled_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`make demo` without ../shared/data: 1990-2024 from the tables inside the package."""
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "2024:" in printed and "GCB S_LAND+B_IM" in printed
+    run = xr.open_dataset(tmp_path / "run.nc")
+    assert run["year"].values[0] == 1990 and run["year"].values[-1] == 2024
+    assert "climatology" in run.attrs["prior_source"]
+    assert float(run["probability_below_reference"].sel(year=2024, aggregate="Global land")) > 0.9
+    run.close()
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "Comparison with the Global Carbon Budget 2025" in page and "gcb_comparison.png" in page
