@@ -73,6 +73,15 @@ def _execute(config: Config, output: Path | None) -> None:
         if reference is not None:
             line += f"   ({reference[0]} {float(reference[1].sel(year=year)):6.2f})"
         print(line)
+    if "probability_below_reference" in run:
+        reference_period = run["land_sink_anomaly_posterior"].attrs.get("reference_period", "the reference period")
+        for year in run["year"].values[-2:]:
+            glob = run.sel(year=year, aggregate="Global land")
+            print(
+                f"{year} anomaly vs {reference_period}: {float(glob['land_sink_anomaly_posterior']):+.2f} +/- "
+                f"{float(glob['land_sink_anomaly_posterior_sd']):.2f} PgC/yr, "
+                f"P(sink below that mean) = {float(glob['probability_below_reference']):.0%}"
+            )
     print(f"DOFS {float(run['dofs']):.1f}, reduced chi2 {float(run['chi2_reduced']):.2f}")
     for name, path in paths.items():
         print(f"{name}: {path}")
