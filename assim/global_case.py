@@ -46,6 +46,7 @@ from assim.state import LATITUDE_BANDS, StateVector, flux_sources, month_starts
 from assim.summary import summarize
 from assim.transport import Jacobian, Transport, make_transport
 from assim.transport.jacobian import cache_dir
+from observations.budget import stated_uncertainty
 from observations.errors import add_mismatch
 from observations.selection import monthly_means
 from priors import land_flux_prior
@@ -78,14 +79,14 @@ STATION_FILES = (
 class Component:
     """A known flux carried as annual state elements: GCB prior, its 1-sigma and where it goes.
 
-    ``bands`` splits the flux over the four surface boxes (north to south); ``bands_late`` is the
+    ``gcb_term`` names the GCB term whose stated 1-sigma (:data:`observations.budget.TERM_UNCERTAINTY`)
+    the prior takes. ``bands`` splits the flux over the four surface boxes (north to south); ``bands_late`` is the
     split from 2020 on, linearly interpolated from 1990 (fossil emissions moved south with Asia).
     """
 
     description: str
     bands: tuple[float, float, float, float]
-    sd_absolute: float
-    sd_relative: float
+    gcb_term: str
     correlation_years: float
     bands_late: tuple[float, float, float, float] | None = None
 
@@ -100,14 +101,18 @@ class Component:
 #: The budget terms other than the natural land flux, in flux sign (positive to the atmosphere).
 #: Zonal splits are approximate: fossil after EDGAR-like zonal totals, ocean after RECCAP2
 #: (DeVries et al. 2023; southern extratropics dominate, tropics a weak source), land-use change
-#: mostly tropical (Houghton & Nassikas 2017). 1-sigma as stated by the GCB 2025 (fossil 5 %,
+#: mostly tropical (Houghton & Nassikas 2017). 1-sigma as stated by the GCB 2025 (observations.budget: fossil 5 %,
 #: ocean 0.4, LUC 0.7 PgC/yr), errors correlated across years (exponential, length in years).
 COMPONENTS = {
     "fossil": Component(
-        "E_FOS - S_CEMENT (GCB 2025)", (0.78, 0.16, 0.04, 0.02), 0.0, 0.05, 10.0, (0.66, 0.28, 0.04, 0.02)
+        "E_FOS - S_CEMENT (GCB 2025)",
+        (0.78, 0.16, 0.04, 0.02),
+        "fossil_emissions_excl_carbonation",
+        10.0,
+        (0.66, 0.28, 0.04, 0.02),
     ),
-    "ocean": Component("-S_OCEAN (GCB 2025)", (0.38, -0.05, -0.05, 0.72), 0.4, 0.0, 5.0),
-    "land_use": Component("E_LUC (GCB 2025)", (0.10, 0.40, 0.45, 0.05), 0.7, 0.0, 10.0),
+    "ocean": Component("-S_OCEAN (GCB 2025)", (0.38, -0.05, -0.05, 0.72), "ocean_sink", 5.0),
+    "land_use": Component("E_LUC (GCB 2025)", (0.10, 0.40, 0.45, 0.05), "land_use_change_emissions", 10.0),
 }
 
 
@@ -227,7 +232,7 @@ def _extra_prior(config: RealConfig, gcb: pd.DataFrame, initial_ppm: float) -> t
     means, blocks = [], []
     lags = np.abs(years[:, None] - years[None, :]).astype(float)
     for name, component in COMPONENTS.items():
-        sd = tail * np.hypot(component.sd_absolute, component.sd_relative * np.abs(values[name]))
+        sd = tail * stated_uncertainty(component.gcb_term, values[name])
         means.append(values[name])
         blocks.append(sd[:, None] * ExponentialCorrelation(component.correlation_years).matrix(lags) * sd[None, :])
     means.append([initial_ppm])
@@ -611,12 +616,17 @@ def _gcb_comparison(gcb: pd.DataFrame, config: RealConfig) -> xr.Dataset:
     by_year = pd.Series(mean["value"].values, index=mean["time"].dt.year.values)
     sd = pd.Series(mean["uncertainty"].values, index=mean["time"].dt.year.values)
     years = gcb.index.to_numpy()
-    implied_sd = np.sqrt((0.05 * gcb["fossil_emissions_excl_carbonation"]) ** 2 + 0.7**2 + 0.2**2 + 0.4**2).to_numpy()
+    terms = ("fossil_emissions_excl_carbonation", "land_use_change_emissions", "atmospheric_growth", "ocean_sink")
+    implied_sd = np.sqrt(sum(stated_uncertainty(term, gcb[term].to_numpy()) ** 2 for term in terms))
     attrs = {"units": "PgC yr-1", "sign": "positive = uptake"}
     return xr.Dataset(
         {
             "gcb_land_sink": ("year", gcb["land_sink"].to_numpy(), {**attrs, "long_name": "GCB 2025 S_LAND (DGVMs)"}),
-            "gcb_land_sink_sd": ("year", np.full(years.size, 0.5), {**attrs, "long_name": "GCB 2025 S_LAND 1-sigma"}),
+            "gcb_land_sink_sd": (
+                "year",
+                stated_uncertainty("land_sink", gcb["land_sink"].to_numpy()),
+                {**attrs, "long_name": "GCB 2025 S_LAND 1-sigma"},
+            ),
             "gcb_atmosphere_implied_land_sink": (
                 "year",
                 (gcb["land_sink"] + gcb["budget_imbalance"]).to_numpy(),
