@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
+from assim.covariance import DiagonalCovariance, ExponentialCorrelation, KroneckerCovariance, prior_covariance
 from assim.problem import Problem
 from assim.state import StateVector, flux_sources, month_starts
 from assim.transport import Transport
@@ -122,12 +122,10 @@ def fixed_flux_background(state: StateVector, obs: xr.Dataset, transport: Transp
     return initial_ppm + transport.jacobian(fixed_state, obs).matvec(x_fixed)
 
 
-def make_world(config: OsseConfig, regions: xr.Dataset, transport: Transport) -> World:
-    """Draw one synthetic world with seed ``config.seed``."""
-    rng = np.random.default_rng(config.seed)
-    state = StateVector(month_starts(config.start, config.end), regions)
+def world_prior(state: StateVector, config: OsseConfig) -> tuple[xr.Dataset, KroneckerCovariance]:
+    """The world's climatological Prior Dataset over ``state`` and its B (the world's correlation lengths)."""
     prior = climatological_prior(
-        state.time, regions, config.mean_land_flux, config.northern_seasonal_amplitude, config.prior_sd_scale
+        state.time, state.regions, config.mean_land_flux, config.northern_seasonal_amplitude, config.prior_sd_scale
     )
     B = prior_covariance(
         state,
@@ -135,6 +133,14 @@ def make_world(config: OsseConfig, regions: xr.Dataset, transport: Transport) ->
         ExponentialCorrelation(config.time_correlation_months),
         ExponentialCorrelation(config.region_correlation_km),
     )
+    return prior, B
+
+
+def make_world(config: OsseConfig, regions: xr.Dataset, transport: Transport) -> World:
+    """Draw one synthetic world with seed ``config.seed``."""
+    rng = np.random.default_rng(config.seed)
+    state = StateVector(month_starts(config.start, config.end), regions)
+    prior, B = world_prior(state, config)
     truth = prior["flux"].values + B.sample(rng).reshape(state.shape) + planted_anomaly(state, config)
     layout = observation_layout(state, config)
     background = fixed_flux_background(state, layout, transport, config.initial_ppm)

@@ -10,9 +10,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from assim.config import Config, config_from_dict
-from assim.covariance import DiagonalCovariance, ExponentialCorrelation, prior_covariance
+from assim.covariance import DiagonalCovariance
 from assim.global_case import global_problem, summarize_global
-from assim.osse import fixed_flux_background, make_world, world_problem
+from assim.osse import fixed_flux_background, make_world, world_prior, world_problem
 from assim.problem import Problem
 from assim.report import read_run
 from assim.solvers import solve
@@ -21,7 +21,6 @@ from assim.state import StateVector, transcom3_land_regions
 from assim.summary import summarize
 from assim.transport import make_transport
 from observations import validate
-from priors.climatology import climatological_prior
 
 
 def run(config: Config, progress: bool = True) -> xr.Dataset:
@@ -104,17 +103,8 @@ def nowcast_run(run_path: Path, data_path: Path) -> xr.Dataset:
         post = solve(problem, method="ensemble")
         carried, old_obs = Ensemble(problem.state, problem.x_prior, post.mean, post.covariance.factor), problem.obs
     state = StateVector(np.append(carried.state.time, month.astype("datetime64[ns]")), carried.state.regions)
-    osse = config.osse
-    prior = climatological_prior(
-        state.time, state.regions, osse.mean_land_flux, osse.northern_seasonal_amplitude, osse.prior_sd_scale
-    )
+    prior, B = world_prior(state, config.osse)
     x_prior = prior["flux"].values.ravel()
-    B = prior_covariance(
-        state,
-        prior["flux_sd"].values,
-        ExponentialCorrelation(config.osse.time_correlation_months),
-        ExponentialCorrelation(config.osse.region_correlation_km),
-    )
     if "background" not in new:
         background = fixed_flux_background(state, new, transport, config.osse.initial_ppm)
         new = new.assign(background=("obs", background, {"units": "ppm", "long_name": "fixed background"}))
