@@ -47,8 +47,8 @@ from assim.summary import summarize
 from assim.transport import Jacobian, Transport, make_transport
 from assim.transport.jacobian import cache_dir
 from observations.budget import stated_uncertainty
-from observations.errors import add_mismatch
-from observations.selection import monthly_means
+from observations.errors import add_mismatch, usable
+from observations.selection import monthly_means, period_means
 from priors import land_flux_prior
 from priors.climatology import climatological_prior
 
@@ -255,11 +255,11 @@ def read_observations(config: RealConfig) -> xr.Dataset:
     parts = [observations.read(data_path(config, "noaa_annual" if annual else "noaa_monthly"))]
     if config.stations:
         stations = [observations.read(data_path(config, f)) for f in STATION_FILES]
-        parts += [_annual_means(ds) if annual else monthly_means(_usable(ds), correlation=1.0) for ds in stations]
+        parts += [_annual_means(ds) if annual else monthly_means(ds, correlation=1.0) for ds in stations]
     kept = []
-    for ds in parts:
+    for ds in map(usable, parts):
         inside = np.isin(ds["time_start"].dt.year.values, years) & (ds["time_end"].dt.year.values <= years[-1] + 1)
-        ds = _usable(ds.isel(obs=inside))
+        ds = ds.isel(obs=inside)
         if ds.sizes["obs"]:
             kept.append(xr.Dataset({name: ("obs", ds[name].values) for name in ("value", "uncertainty", *_COORDS)}))
     merged = xr.concat(kept, dim="obs").set_coords(list(_COORDS))
@@ -271,56 +271,14 @@ def read_observations(config: RealConfig) -> xr.Dataset:
     return merged.isel(obs=order)
 
 
-def _usable(ds: xr.Dataset) -> xr.Dataset:
-    return ds.isel(obs=(ds["flag"] == 0).values) if "flag" in ds else ds
-
-
 def _annual_means(ds: xr.Dataset) -> xr.Dataset:
     """Calendar-year means of a station's monthly record: one value per site and year with all 12 months.
 
     Several records at one site (labs, methods) are first averaged per month. The uncertainty of
     the annual mean takes the monthly errors as fully correlated (no reduction), the cautious choice.
     """
-    monthly = monthly_means(_usable(ds), correlation=1.0)
-    frame = pd.DataFrame(
-        {
-            "site": monthly["site"].values,
-            "year": monthly["time"].dt.year.values,
-            "value": monthly["value"].values,
-            "uncertainty": monthly["uncertainty"].values,
-            "latitude": monthly["latitude"].values,
-            "longitude": monthly["longitude"].values,
-            "altitude": monthly["altitude"].values,
-            "category": monthly["category"].values,
-        }
-    )
-    grouped = frame.groupby(["site", "year"])
-    table = grouped.agg(
-        value=("value", "mean"),
-        uncertainty=("uncertainty", "mean"),
-        latitude=("latitude", "mean"),
-        longitude=("longitude", "mean"),
-        altitude=("altitude", "mean"),
-        category=("category", "first"),
-        months=("value", "size"),
-    ).reset_index()
-    table = table[table["months"] == 12]
-    start = pd.to_datetime(table["year"].astype(str) + "-01-01").to_numpy("datetime64[ns]")
-    end = pd.to_datetime((table["year"] + 1).astype(str) + "-01-01").to_numpy("datetime64[ns]")
-    out = observations.observation_dataset(
-        table["value"].to_numpy(),
-        table["uncertainty"].to_numpy(),
-        units="ppm",
-        time=start + (end - start) // 2,
-        latitude=table["latitude"].to_numpy(),
-        longitude=table["longitude"].to_numpy(),
-        altitude=table["altitude"].to_numpy(),
-        site=table["site"].to_numpy(),
-        platform="surface",
-        category=table["category"].to_numpy(),
-        attrs={"source_file": ds.attrs.get("source_file", "stations")},
-    )
-    return out.assign_coords(time_start=("obs", start), time_end=("obs", end))
+    annual = period_means(monthly_means(ds, correlation=1.0), "year", correlation=1.0)
+    return annual.isel(obs=(annual["n_values"] == 12).values)
 
 
 def _band_jacobian(transport: Transport, state: StateVector, obs: xr.Dataset) -> np.ndarray:

@@ -63,6 +63,9 @@ def afternoon(ds: xr.Dataset, hours: tuple[float, float] = (12.0, 16.0), categor
     return ds.isel(obs=np.flatnonzero(keep)).assign_attrs(afternoon_hours=f"{hours[0]:g}-{hours[1]:g} local solar time")
 
 
+_PERIOD_UNITS = {"month": "M", "year": "Y"}
+
+
 def mean_uncertainty(sigma: np.ndarray, correlation: float) -> float:
     """1-sigma of the mean of values with errors ``sigma`` and common pairwise ``correlation``."""
     n = sigma.size
@@ -70,23 +73,35 @@ def mean_uncertainty(sigma: np.ndarray, correlation: float) -> float:
 
 
 def monthly_means(ds: xr.Dataset, correlation: float = 0.0, by: tuple[str, ...] = ("site",)) -> xr.Dataset:
-    """Average usable observations to calendar-month means per ``by`` group (plus intake height when present).
+    """Average usable observations to calendar-month means per ``by`` group: :func:`period_means` by month."""
+    return period_means(ds, "month", correlation, by)
+
+
+def period_means(
+    ds: xr.Dataset, period: str = "month", correlation: float = 0.0, by: tuple[str, ...] = ("site",)
+) -> xr.Dataset:
+    """Average usable observations to calendar-month or calendar-year means per ``by`` group (plus intake height).
 
     Parameters
     ----------
     ds : Observation Dataset (obs,)
         Flagged observations (``flag`` != 0) are left out of the means and counted.
+    period : {"month", "year"}
+        Calendar period of the means.
     correlation : float in [0, 1]
-        Assumed pairwise correlation of the errors within one month and group (see the module
+        Assumed pairwise correlation of the errors within one period and group (see the module
         docstring); recorded in ``attrs["uncertainty_correlation"]``.
     by : names of obs coords that define a group (default ``site``).
 
     Returns
     -------
-    Observation Dataset of monthly means: ``time`` mid-month, ``time_start``/``time_end``, ``value``,
-    ``uncertainty`` (error of the mean), ``n_values`` and ``value_std`` (spread within the month);
+    Observation Dataset of period means: ``time`` mid-period, ``time_start``/``time_end``, ``value``,
+    ``uncertainty`` (error of the mean), ``n_values`` and ``value_std`` (spread within the period);
     position is the mean of the group's positions.
     """
+    unit = _PERIOD_UNITS.get(period)
+    if unit is None:
+        raise ObservationError(f"period must be one of {sorted(_PERIOD_UNITS)}, got {period!r}")
     if not 0.0 <= correlation <= 1.0:
         raise ObservationError(f"correlation must be in [0, 1], got {correlation!r}")
     ds = validate(ds)
@@ -94,7 +109,7 @@ def monthly_means(ds: xr.Dataset, correlation: float = 0.0, by: tuple[str, ...] 
     keys = [k for k in (*by, "intake_height") if k in ds.coords]
     frame = pd.DataFrame({k: ds[k].values for k in (*keys, "category", "platform")})
     frame = frame.assign(
-        month=ds["time"].values.astype("datetime64[M]"),
+        period_start=ds["time"].values.astype(f"datetime64[{unit}]"),
         value=ds["value"].values,
         sigma=ds["uncertainty"].values,
         latitude=ds["latitude"].values,
@@ -104,10 +119,10 @@ def monthly_means(ds: xr.Dataset, correlation: float = 0.0, by: tuple[str, ...] 
     if frame.empty:
         raise ObservationError("no usable observations to average")
     rows = []
-    for group, part in frame.groupby([*keys, "month"], sort=True, dropna=False):
+    for group, part in frame.groupby([*keys, "period_start"], sort=True, dropna=False):
         rows.append(
             {
-                **dict(zip([*keys, "month"], group, strict=True)),
+                **dict(zip([*keys, "period_start"], group, strict=True)),
                 "category": part["category"].iloc[0],
                 "platform": part["platform"].iloc[0],
                 "value": part["value"].mean(),
@@ -118,8 +133,8 @@ def monthly_means(ds: xr.Dataset, correlation: float = 0.0, by: tuple[str, ...] 
             }
         )
     out = pd.DataFrame(rows)
-    start = out["month"].to_numpy().astype("datetime64[M]").astype("datetime64[ns]")
-    end = (start.astype("datetime64[M]") + 1).astype("datetime64[ns]")
+    start = out["period_start"].to_numpy().astype(f"datetime64[{unit}]").astype("datetime64[ns]")
+    end = (start.astype(f"datetime64[{unit}]") + 1).astype("datetime64[ns]")
     units = ds["value"].attrs["units"]
     extra = {k: out[k].to_numpy() for k in keys if k != "site"}
     return observation_dataset(
@@ -136,11 +151,11 @@ def monthly_means(ds: xr.Dataset, correlation: float = 0.0, by: tuple[str, ...] 
         coords={"time_start": start, "time_end": end, **extra},
         data_vars={
             "n_values": ("obs", out["n_values"].to_numpy(), {"long_name": "values averaged"}),
-            "value_std": ("obs", out["value_std"].to_numpy(), {"units": units, "long_name": "spread in the month"}),
+            "value_std": ("obs", out["value_std"].to_numpy(), {"units": units, "long_name": f"spread in the {period}"}),
         },
         attrs={
             **ds.attrs,
-            "averaging_period": "month",
+            "averaging_period": period,
             "uncertainty_correlation": correlation,
             "n_flagged_left_out": int((~usable).sum()),
         },
