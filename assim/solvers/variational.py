@@ -217,5 +217,6 @@ def _result(
         "ritz_values": ritz_values,
         "ritz_vectors": ritz_vectors,
         "truncation_bound": bound,
+        "dofs": float(np.sum(1.0 - 1.0 / ritz_values)),  # trace(I - A B^-1) in the kept directions: a lower bound
     }
     return Posterior(problem, problem.x_prior + L.matvec(chi), covariance, method="variational", info=info)
