@@ -12,7 +12,7 @@ from assim.config import Config, RunConfig, load_config
 from assim.osse import OsseConfig
 from assim.pipeline import nowcast_run
 from assim.pipeline import run as run_case
-from assim.report import atomic_write, make_outputs, read_run, write_report
+from assim.report import atomic_write, make_outputs, read_run, total_aggregate, write_report
 from assim.solvers import SOLVERS
 
 
@@ -60,12 +60,13 @@ def _execute(config: Config, output: Path | None) -> None:
     run = run_case(config, progress=sys.stderr.isatty())
     outdir = output or Path(config.run.output_dir)
     paths = make_outputs(run, outdir)
-    post = run["land_sink_posterior"].sel(aggregate="Global land")
-    sd = run["land_sink_posterior_sd"].sel(aggregate="Global land")
-    print(f"posterior global land sink (PgC/yr, uptake positive), {run.attrs['method']}:")
+    total = total_aggregate(run)
+    post = run["land_sink_posterior"].sel(aggregate=total)
+    sd = run["land_sink_posterior_sd"].sel(aggregate=total)
+    print(f"posterior land sink, {total} (PgC/yr, uptake positive), {run.attrs['method']}:")
     reference = None
     if "land_sink_truth" in run:
-        reference = ("truth", run["land_sink_truth"].sel(aggregate="Global land"))
+        reference = ("truth", run["land_sink_truth"].sel(aggregate=total))
     elif "gcb_atmosphere_implied_land_sink" in run:
         reference = ("GCB S_LAND+B_IM", run["gcb_atmosphere_implied_land_sink"])
     for year in run["year"].values:
@@ -76,7 +77,7 @@ def _execute(config: Config, output: Path | None) -> None:
     if "probability_below_reference" in run:
         reference_period = run["land_sink_anomaly_posterior"].attrs.get("reference_period", "the reference period")
         for year in run["year"].values[-2:]:
-            glob = run.sel(year=year, aggregate="Global land")
+            glob = run.sel(year=year, aggregate=total)
             print(
                 f"{year} anomaly vs {reference_period}: {float(glob['land_sink_anomaly_posterior']):+.2f} +/- "
                 f"{float(glob['land_sink_anomaly_posterior_sd']):.2f} PgC/yr, "

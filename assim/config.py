@@ -1,8 +1,10 @@
 """Run configuration: TOML in, frozen dataclasses out; unknown keys and bad values fail at load.
 
-Sections: ``[run]`` (:class:`RunConfig`; ``case`` picks ``"global"`` = the real global case or
-``"osse"`` = a synthetic world), ``[transport]`` (:class:`TransportConfig`), ``[real]``
-(:class:`assim.global_case.RealConfig`) and ``[osse]`` (:class:`assim.osse.OsseConfig`). Every
+Sections: ``[run]`` (:class:`RunConfig`; ``case`` picks ``"global"`` = the real global case,
+``"osse"`` = a synthetic world or ``"regional"`` = footprints and observations from files),
+``[transport]`` (:class:`TransportConfig`), ``[real]`` (:class:`assim.global_case.RealConfig`),
+``[osse]`` (:class:`assim.osse.OsseConfig`) and ``[regional]``
+(:class:`assim.regional.RegionalConfig`). Every
 key has a default, so an empty file is a valid config (the demo: the real global case from the
 bundled tables).
 """
@@ -19,6 +21,7 @@ import tomli_w
 
 from assim.global_case import RealConfig
 from assim.osse import OsseConfig
+from assim.regional import RegionalConfig
 
 
 class ConfigError(ValueError):
@@ -27,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to solve and where to write: ``case`` is "global" or "osse"; ``method`` a key of ``assim.SOLVERS``."""
+    """What to solve and where: ``case`` is "global", "osse" or "regional"; ``method`` a key of ``assim.SOLVERS``."""
 
     case: str = "global"
     method: str = "analytic"
@@ -49,6 +52,7 @@ class Config:
     transport: TransportConfig = field(default_factory=TransportConfig)
     real: RealConfig = field(default_factory=RealConfig)
     osse: OsseConfig = field(default_factory=OsseConfig)
+    regional: RegionalConfig = field(default_factory=RegionalConfig)
 
     def to_toml(self) -> str:
         """The config as TOML text (stored in every output so a run can be re-made)."""
@@ -56,7 +60,7 @@ class Config:
 
 
 SECTIONS = {f.name: f for f in dataclasses.fields(Config)}
-CASES = ("global", "osse")
+CASES = ("global", "osse", "regional")
 
 
 def _plain(obj: object) -> dict:
@@ -129,6 +133,11 @@ def _check_names(config: Config) -> None:
         make_transport(config.transport.name, **config.transport.options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"[transport] options: {err}") from err
+    if config.run.case == "regional" and not hasattr(TRANSPORTS[config.transport.name], "regions"):
+        raise ConfigError(
+            f"[run] case 'regional' needs a transport with a region mask ([transport] name = 'footprints'), "
+            f"got {config.transport.name!r}"
+        )
     start, end = config.run.reference_period
     if start > end:
         raise ConfigError(f"[run] reference_period {list(config.run.reference_period)} must be [first, last] year")

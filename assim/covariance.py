@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-from scipy.sparse.linalg import LinearOperator
+import scipy.sparse
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 from assim.state import StateVector
 
@@ -180,6 +181,10 @@ class DiagonalCovariance(LinearOperator):
         """R^-1 X for X of shape (m,) or (m, k)."""
         X = np.asarray(X, dtype=float)
         return X / self.variance if X.ndim == 1 else X / self.variance[:, None]
+
+    def sqrt(self) -> LinearOperator:
+        """diag(sd): the factor L with R = L L^T (e.g. a diagonal block of a prior)."""
+        return aslinearoperator(scipy.sparse.diags(np.sqrt(self.variance)))
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         return np.sqrt(self.variance) * rng.standard_normal(self.variance.size)

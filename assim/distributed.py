@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_worker
 
 
 class LazyLocalCluster:
@@ -52,7 +52,13 @@ class LazyLocalCluster:
         return self.client_
 
     def __call__(self, dsk, keys, **kwargs):  # the dask "get" protocol
-        return self.client().get(dsk, keys, **kwargs)
+        try:
+            get_worker()
+        except ValueError:
+            return self.client().get(dsk, keys, **kwargs)
+        # Inside a task on a worker (dask config, hence this scheduler, travels with it): run
+        # the task's own small graphs (e.g. reading a lazily opened file) in place.
+        return dask.get(dsk, keys, **kwargs)
 
     def close(self) -> None:
         """Shut the cluster down (if it was started)."""

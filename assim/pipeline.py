@@ -14,6 +14,7 @@ from assim.covariance import DiagonalCovariance
 from assim.global_case import global_problem, summarize_global
 from assim.osse import fixed_flux_background, make_world, world_prior, world_problem
 from assim.problem import Problem
+from assim.regional import regional_problem, summarize_regional
 from assim.report import read_run
 from assim.solvers import solve
 from assim.solvers.ensemble import Ensemble, carried_variables, ensemble_from_run, nowcast, observations_from_run
@@ -24,8 +25,8 @@ from observations import validate
 
 
 def run(config: Config, progress: bool = True) -> xr.Dataset:
-    """Run the case named by ``config.run.case`` ("global" or "osse")."""
-    return {"global": run_global, "osse": run_osse}[config.run.case](config, progress)
+    """Run the case named by ``config.run.case`` ("global", "osse" or "regional")."""
+    return {"global": run_global, "osse": run_osse, "regional": run_regional}[config.run.case](config, progress)
 
 
 def run_global(config: Config, progress: bool = True) -> xr.Dataset:
@@ -73,6 +74,30 @@ def run_osse(config: Config, progress: bool = True) -> xr.Dataset:
     if config.run.method == "ensemble":  # carry the ensemble so `assim nowcast` continues without re-solving
         carried = Ensemble(problem.state, problem.x_prior, posterior.mean, posterior.covariance.factor)
         run = xr.merge([run, carried_variables(carried, problem.obs)], combine_attrs="override")
+    steps.close()
+    return run
+
+
+def run_regional(config: Config, progress: bool = True) -> xr.Dataset:
+    """The regional case of ``config.regional``: footprint folder + observation files -> solve -> summary."""
+    steps = tqdm(total=3, desc="assim", disable=not progress, leave=False)
+    steps.set_postfix_str("reading observations, projecting footprints")
+    transport = make_transport(config.transport.name, **config.transport.options)
+    problem, counts = regional_problem(config.regional, transport)
+    steps.update()
+    steps.set_postfix_str(f"solving ({config.run.method}, n={problem.n}, m={problem.m})")
+    posterior = solve(problem, method=config.run.method)
+    steps.update()
+    steps.set_postfix_str("summarising")
+    attrs = {
+        "title": "assim regional inversion: monthly fluxes by region from footprints",
+        "config": config.to_toml(),
+        "prior_source": config.regional.prior or "uniform flux density (config)",
+        "transport": transport.describe(),
+        **counts,
+    }
+    run = summarize_regional(posterior, config.run.reference_period, attrs, config.regional.truth)
+    steps.update()
     steps.close()
     return run
 

@@ -84,7 +84,13 @@ class Posterior:
         return self.problem.R.whiten(to_dense(self.problem.H))
 
     def dofs(self) -> float:
-        """Degrees of freedom for signal, trace(I - A B^-1) = trace(R^-1/2 H A H^T R^-1/2)."""
+        """Degrees of freedom for signal, trace(I - A B^-1) = trace(R^-1/2 H A H^T R^-1/2).
+
+        A solver that knows it without forming H densely puts it in ``info["dofs"]`` (variational:
+        sum of 1 - 1/lambda over the kept Hessian eigenvalues, a lower bound when truncated).
+        """
+        if "dofs" in self.info:
+            return float(self.info["dofs"])
         G = self.whitened_jacobian()
         GA = G @ to_dense(self.covariance)
         return float(np.einsum("ij,ij->", GA, G))
@@ -223,14 +229,16 @@ def land_aggregates(regions: xr.Dataset) -> xr.DataArray:
     return xr.concat(rows, dim="aggregate").assign_coords(aggregate=names + list(bands))
 
 
-def annual_mean_weights(state: StateVector, aggregates: xr.DataArray) -> xr.DataArray:
+def annual_mean_weights(state: StateVector, aggregates: xr.DataArray, partial_years: bool = False) -> xr.DataArray:
     """Weights (year, aggregate, time, region) for day-weighted annual means of each aggregate.
 
-    Only calendar years fully inside the state are included; the annual mean flux of a year
-    is sum over its months of flux * days_in_month / days_in_year (PgC/yr).
+    Only calendar years fully inside the state are included, unless ``partial_years``: then
+    every year the state touches is, as the mean over its months in the state (a regional
+    campaign of a few months). The mean flux of a year is sum over its months of
+    flux * days_in_month / days in those months (PgC/yr).
     """
     index = pd.DatetimeIndex(state.time)
-    years = [y for y in np.unique(index.year) if (index.year == y).sum() == 12]
+    years = [y for y in np.unique(index.year) if partial_years or (index.year == y).sum() == 12]
     if not years:
         raise ValueError(f"the state ({index[0]:%Y-%m} to {index[-1]:%Y-%m}) covers no complete calendar year")
     days = state.days_in_month

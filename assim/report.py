@@ -45,6 +45,7 @@ __all__ = [
     "report_from_file",
     "software_version",
     "summary_table",
+    "total_aggregate",
     "validate_run",
     "write_report",
     "write_run",
@@ -480,6 +481,14 @@ def write_summary_csv(run: xr.Dataset, path: str | os.PathLike[str]) -> Path:
 _PRIOR, _POSTERIOR, _TRUTH = "tab:orange", "tab:blue", "black"
 
 
+def total_aggregate(run: xr.Dataset) -> str:
+    """The headline total of a run: "Global land", else its first aggregate that is not a region."""
+    total = _aggregate_groups(run)[1]
+    if total is None:
+        raise ValueError("the run has no total aggregate (every aggregate is a region)")
+    return total
+
+
 def _aggregate_groups(run: xr.Dataset) -> tuple[list[str], str | None, list[str]]:
     """Split aggregates into (regions, the global total, latitude bands / other totals)."""
     regions = set(run["region"].values.tolist())
@@ -559,7 +568,7 @@ def _figure_flux_monthly(run: xr.Dataset, path: Path) -> Path:
         top.plot(time, total.values, color=colour, ls=ls, lw=1.2, label=label)
         sd_name = name.replace("flux_", "flux_aggregate_") + "_sd"
         if sd_name in run:
-            sd = run[sd_name].sel(aggregate=_GLOBAL).values
+            sd = run[sd_name].sel(aggregate=total_aggregate(run)).values
             top.fill_between(time, total - 2 * sd, total + 2 * sd, color=colour, alpha=0.12, lw=0)
             top.fill_between(time, total - sd, total + sd, color=colour, alpha=0.25, lw=0)
         running = total.rolling(time=window, center=True).mean()

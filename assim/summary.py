@@ -19,11 +19,18 @@ def summarize(
     reference: tuple[int, int],
     truth: xr.DataArray | None = None,
     attrs: dict | None = None,
+    aggregates: xr.DataArray | None = None,
+    partial_years: bool = False,
 ) -> xr.Dataset:
-    """The run Dataset of docs/outputs.md: fluxes, annual land sinks with covariance, obs fit, diagnostics."""
+    """The run Dataset of docs/outputs.md: fluxes, annual land sinks with covariance, obs fit, diagnostics.
+
+    ``aggregates`` (aggregate, region) are the totals reported (default :func:`land_aggregates`:
+    each region, global land and three latitude bands); ``partial_years`` reports years the
+    state covers only in part, as the mean over their months (see :func:`annual_mean_weights`).
+    """
     state = posterior.state
-    aggregates = land_aggregates(state.regions)
-    weights = annual_mean_weights(state, aggregates)
+    aggregates = land_aggregates(state.regions) if aggregates is None else aggregates
+    weights = annual_mean_weights(state, aggregates, partial_years)
     post = posterior.aggregate(weights)
     prior = posterior.aggregate_prior(weights)
     anom = anomaly(post, reference)

@@ -4,7 +4,7 @@
 lists the formats. Importing a reader module registers it.
 """
 
-from observations import budget, errors, fluxnet, matrix, noaa, obspack, oco2, selection  # noqa: F401  (register the readers)
+from observations import budget, dataset, errors, fluxnet, matrix, noaa, obspack, oco2, selection  # noqa: F401  (register the readers)
 from observations.readers import READERS, detect, read
 from observations.schema import ObservationError, observation_dataset, validate
 

@@ -35,7 +35,7 @@ def test_config_round_trips_through_toml(tmp_path: Path) -> None:
         ({"run": {"reference_period": [2022, 2015]}}, r"must be \[first, last\] year"),
         ({"transport": {"name": "tm5"}}, r"\[transport\] name 'tm5' unknown"),
         ({"transport": {"options": {"speed": 2}}}, r"\[transport\] options: .*speed"),
-        ({"run": {"case": "mars"}}, r"\[run\] case 'mars' unknown; choose one of \['global', 'osse'\]"),
+        ({"run": {"case": "mars"}}, r"\[run\] case 'mars' unknown; choose one of \['global', 'osse', 'regional'\]"),
         ({"real": {"first_year": 1970}}, r"\[real\] first_year/last_year must satisfy 1980"),
         ({"real": {"stations": True}}, r"\[real\] stations = true needs data_dir"),
         ({"real": {"averaging": "week"}}, r"\[real\] averaging must be 'month' or 'year'"),
@@ -63,7 +63,7 @@ def test_run_and_report_from_the_command_line(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "out"
     assert main(["run", str(config), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "posterior global land sink" in printed and "2023:" in printed
+    assert "posterior land sink, Global land" in printed and "2023:" in printed
     run = xr.open_dataset(out / "run.nc")
     assert run.attrs["Conventions"] == "CF-1.8"
     assert load_config_text(run.attrs["config"]).osse.seed == 3

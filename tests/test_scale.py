@@ -94,4 +94,4 @@ def test_cli_run_on_a_scheduler_address(tmp_path: Path, capsys: pytest.CaptureFi
         assert (
             main(["run", str(config), "--output", str(tmp_path / "out"), "--scheduler", cluster.scheduler_address]) == 0
         )
-    assert "posterior global land sink" in capsys.readouterr().out
+    assert "posterior land sink, Global land" in capsys.readouterr().out

@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse
 import xarray as xr
 
-from assim.state import StateVector
+from assim.state import StateVector, region_table_from_mask
 from assim.transport.chunked import ChunkedJacobian, JacobianWriter, atomic_store
 from assim.transport.jacobian import cache_dir
 from observations.units import Quantity, convert
@@ -316,9 +316,12 @@ def releases(files: list[Path]) -> xr.Dataset:
 
 
 def match_releases(obs: xr.Dataset, table: xr.Dataset, period: np.timedelta64) -> np.ndarray:
-    """Row of ``table`` (from :func:`releases`) for each obs: same site, release <= time < release + period."""
-    keys = pd.DataFrame({"site": table["site"].values.astype(str), "time": table["time"].values}).reset_index()
-    wanted = pd.DataFrame({"site": obs["site"].values.astype(str), "time": obs["time"].values.astype("datetime64[ns]")})
+    """Row of ``table`` (from :func:`releases`) per obs: same site (any case), release <= time < release + period."""
+    keys = pd.DataFrame({"site": np.char.upper(table["site"].values.astype(str)), "time": table["time"].values})
+    keys = keys.reset_index()
+    wanted = pd.DataFrame(
+        {"site": np.char.upper(obs["site"].values.astype(str)), "time": obs["time"].values.astype("datetime64[ns]")}
+    )
     wanted["order"] = np.arange(len(wanted))
     merged = pd.merge_asof(
         wanted.sort_values("time"),
@@ -438,6 +441,27 @@ class FootprintTransport:
                     f"(found {names})"
                 )
             return ds[names[0]].load()
+
+    def regions(self, region_ids: list[int] | None = None) -> xr.Dataset:
+        """The region table (area, centroid, band fractions) of the mask's codes ``region_ids`` (default: all > 0).
+
+        Names come from the mask's CF ``flag_values``/``flag_meanings`` attributes when it has
+        them, else ``"region <code>"``.
+        """
+        mask = self.mask()
+        lat_name = next((d for d in mask.dims if str(d).startswith("lat")), None)
+        lon_name = next((d for d in mask.dims if str(d).startswith("lon")), None)
+        if lat_name is None or lon_name is None:
+            raise ValueError(f"{self.config.region_mask}: the mask needs latitude/longitude dims, found {mask.dims}")
+        mask = mask.sortby(lat_name).sortby(lon_name).transpose(lat_name, lon_name)
+        area = grid_cell_area(mask[lat_name].values, mask[lon_name].values)
+        meanings = str(mask.attrs.get("flag_meanings", "")).split()
+        values = np.atleast_1d(mask.attrs.get("flag_values", []))
+        names = {int(v): m.replace("_", " ") for v, m in zip(values, meanings, strict=False)}
+        try:
+            return region_table_from_mask(mask, xr.DataArray(area, dims=mask.dims), names, region_ids)
+        except ValueError as err:
+            raise ValueError(f"{self.config.region_mask}: {err}") from err
 
     def releases(self) -> xr.Dataset:
         """Every footprint time of the folder (see :func:`releases`)."""

@@ -1,4 +1,5 @@
-"""Several observation types in one Problem: H stacked by rows, R block-diagonal, y concatenated.
+"""Several observation types in one Problem: H stacked by rows, R block-diagonal, y concatenated;
+and parts of a state side by side (:class:`ColumnStack`).
 
 Surface mole fractions (ppm), satellite XCO2 (ppm) and tower NEE (gC m-2 d-1) constrain the same
 state through their own operators; the errors of different types are independent, so R is
@@ -39,6 +40,33 @@ class RowStack(LinearOperator):
         Y = np.reshape(Y, (self.shape[0], -1))
         parts = zip(self.blocks, self.edges[:-1], self.edges[1:], strict=True)
         return sum(np.asarray(b.rmatmat(Y[lo:hi])).reshape(self.shape[1], -1) for b, lo, hi in parts)
+
+    def _rmatvec(self, y: np.ndarray) -> np.ndarray:
+        return self._rmatmat(np.reshape(y, (-1, 1)))[:, 0]
+
+
+class ColumnStack(LinearOperator):
+    """[H_1, H_2, ...]: the parts of a state (e.g. fluxes, then per-site offsets) side by side."""
+
+    def __init__(self, blocks: list[LinearOperator]) -> None:
+        heights = {b.shape[0] for b in blocks}
+        if len(heights) != 1:
+            raise ValueError(f"side-by-side operators must share the observations; found heights {sorted(heights)}")
+        self.blocks = list(blocks)
+        self.edges = np.cumsum([0] + [b.shape[1] for b in blocks])
+        super().__init__(dtype=np.float64, shape=(heights.pop(), int(self.edges[-1])))
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        X = np.reshape(X, (self.shape[1], -1))
+        parts = zip(self.blocks, self.edges[:-1], self.edges[1:], strict=True)
+        return sum(np.asarray(b.matmat(X[lo:hi])).reshape(self.shape[0], -1) for b, lo, hi in parts)
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(np.reshape(x, (-1, 1)))[:, 0]
+
+    def _rmatmat(self, Y: np.ndarray) -> np.ndarray:
+        Y = np.reshape(Y, (self.shape[0], -1))
+        return np.concatenate([np.asarray(b.rmatmat(Y)).reshape(b.shape[1], -1) for b in self.blocks])
 
     def _rmatvec(self, y: np.ndarray) -> np.ndarray:
         return self._rmatmat(np.reshape(y, (-1, 1)))[:, 0]
