@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from assim.config import Config, RunConfig, load_config
 from assim.osse import OsseConfig
 from assim.pipeline import nowcast_run
 from assim.pipeline import run as run_case
+from assim.regional import write_twin_case
 from assim.report import atomic_write, make_outputs, read_run, total_aggregate, write_report
 from assim.solvers import SOLVERS
 
@@ -23,8 +25,15 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="the real global land sink 1990-2024 from the bundled NOAA and GCB tables, into ./assim-output"
     )
     demo.add_argument("--output", type=Path, default=None, help="output directory (default: assim-output)")
-    demo.add_argument("--osse", action="store_true", help="a synthetic world with a known truth instead")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic world (with --osse)")
+    kind = demo.add_mutually_exclusive_group()
+    kind.add_argument("--osse", action="store_true", help="a synthetic world with a known truth instead")
+    kind.add_argument(
+        "--regional",
+        action="store_true",
+        help="a regional twin experiment instead: writes footprint files, a mask, observations and a config "
+        "into OUTPUT/regional-input, then runs that config",
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic world (with --osse or --regional)")
     demo.add_argument("--method", default="analytic", help=f"solver, one of {sorted(SOLVERS)}")
     run = sub.add_parser("run", help="run the inversion described by a TOML config")
     run.add_argument("config", type=Path)
@@ -102,7 +111,12 @@ def _nowcast(run_path: Path, data_path: Path, output: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
+        if args.command == "demo" and args.regional:
+            outdir = args.output or Path(RunConfig.output_dir)
+            config = load_config(write_twin_case(outdir / "regional-input", seed=args.seed))
+            print(f"regional twin experiment written to {outdir / 'regional-input'} (config regional.toml)")
+            _execute(replace(config, run=replace(config.run, method=args.method)), outdir)
+        elif args.command == "demo":
             case = "osse" if args.osse else "global"
             config = Config(run=RunConfig(case=case, method=args.method), osse=OsseConfig(seed=args.seed))
             _execute(config, args.output)

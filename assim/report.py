@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import DateFormatter, MonthLocator
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -506,12 +507,20 @@ def _save(fig: Figure, path: Path) -> Path:
 
 def _sink_panel(ax, run: xr.Dataset, aggregate: str, legend: bool) -> None:
     years = run["year"].values
-    for name, colour, label in [("prior", _PRIOR, "prior"), ("posterior", _POSTERIOR, "posterior")]:
+    for shift, (name, colour, label) in zip(
+        (-0.1, 0.1), [("prior", _PRIOR, "prior"), ("posterior", _POSTERIOR, "posterior")], strict=True
+    ):
         mean = run[f"land_sink_{name}"].sel(aggregate=aggregate).values
         sd = run[f"land_sink_{name}_sd"].sel(aggregate=aggregate).values
-        ax.fill_between(years, mean - 2 * sd, mean + 2 * sd, color=colour, alpha=0.12, lw=0, label=f"{label} ±2σ")
-        ax.fill_between(years, mean - sd, mean + sd, color=colour, alpha=0.3, lw=0, label=f"{label} ±1σ")
-        ax.plot(years, mean, color=colour, marker="o", ms=3.5, lw=1.6, label=f"{label} mean")
+        if years.size > 1:
+            ax.fill_between(years, mean - 2 * sd, mean + 2 * sd, color=colour, alpha=0.12, lw=0, label=f"{label} ±2σ")
+            ax.fill_between(years, mean - sd, mean + sd, color=colour, alpha=0.3, lw=0, label=f"{label} ±1σ")
+            ax.plot(years, mean, color=colour, marker="o", ms=3.5, lw=1.6, label=f"{label} mean")
+        else:  # one (possibly partial) year: bars, not bands
+            x = years + shift
+            ax.errorbar(x, mean, yerr=2 * sd, color=colour, alpha=0.35, capsize=6, lw=1.2, label=f"{label} ±2σ")
+            ax.errorbar(x, mean, yerr=sd, color=colour, marker="o", ms=5, capsize=4, lw=2, label=f"{label} ±1σ")
+            ax.set_xlim(years[0] - 1, years[0] + 1)
     if "land_sink_truth" in run:
         ax.plot(
             years,
@@ -556,32 +565,40 @@ def _figure_land_sink_bands(run: xr.Dataset, bands: list[str], path: Path) -> Pa
 
 
 def _figure_flux_monthly(run: xr.Dataset, path: Path) -> Path:
-    fig = Figure(figsize=(10.5, 6.2), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     time = run["time"].values
+    smooth = time.size >= 24  # a running-mean panel only for multi-year runs
+    fig = Figure(figsize=(10.5, 6.2 if smooth else 4.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2]) if smooth else (fig.subplots(), None)
+    total_name = total_aggregate(run)
     series = [("flux_prior", _PRIOR, "prior", "-"), ("flux_posterior", _POSTERIOR, "posterior", "-")]
     if "flux_truth" in run:
         series.append(("flux_truth", _TRUTH, "truth (OSSE)", "--"))
     window = min(12, time.size)
     for name, colour, label, ls in series:
         total = run[name].sum("region")
-        top.plot(time, total.values, color=colour, ls=ls, lw=1.2, label=label)
+        top.plot(time, total.values, color=colour, ls=ls, lw=1.2, marker=None if smooth else "o", label=label)
         sd_name = name.replace("flux_", "flux_aggregate_") + "_sd"
         if sd_name in run:
-            sd = run[sd_name].sel(aggregate=total_aggregate(run)).values
+            sd = run[sd_name].sel(aggregate=total_name).values
             top.fill_between(time, total - 2 * sd, total + 2 * sd, color=colour, alpha=0.12, lw=0)
             top.fill_between(time, total - sd, total + sd, color=colour, alpha=0.25, lw=0)
-        running = total.rolling(time=window, center=True).mean()
-        bottom.plot(time, running.values, color=colour, ls=ls, lw=1.6, label=label)
-    for ax in (top, bottom):
+        if smooth:
+            running = total.rolling(time=window, center=True).mean()
+            bottom.plot(time, running.values, color=colour, ls=ls, lw=1.6, label=label)
+    for ax in (top, bottom) if smooth else (top,):
         ax.axhline(0, color="0.5", lw=0.6)
         ax.grid(alpha=0.3)
         ax.set_ylabel("flux (PgC yr$^{-1}$)")
     top.set_title(
-        "Monthly global land-atmosphere CO$_2$ flux, sum of regions (positive = source to the atmosphere)", fontsize=11
+        f"Monthly land-atmosphere CO$_2$ flux, {total_name}, sum of regions (positive = source to the atmosphere)",
+        fontsize=11,
     )
-    bottom.set_title(f"{window}-month running mean", fontsize=10, loc="left")
-    bottom.set_xlabel("month")
+    if smooth:
+        bottom.set_title(f"{window}-month running mean", fontsize=10, loc="left")
+    (bottom if smooth else top).set_xlabel("month")
+    if not smooth:
+        top.xaxis.set_major_locator(MonthLocator())
+        top.xaxis.set_major_formatter(DateFormatter("%Y-%m"))
     top.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return _save(fig, path)
 
@@ -853,11 +870,11 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; 
 """
 
 _CAPTIONS = {
-    "land_sink_global": "Annual global land sink (uptake positive). Shading: ±1σ (dark) and ±2σ "
-    "(light) of the prior and the posterior.",
+    "land_sink_global": "Annual land sink of the headline total (global land; the domain total of a regional run, "
+    "a mean over the months the run covers), uptake positive, with ±1σ and ±2σ of the prior and the posterior.",
     "land_sink_latitude_bands": "The same for each latitude band (each region split by its area fraction in the band).",
-    "flux_monthly_global": "Monthly global land flux, sum of the regions, positive to the "
-    "atmosphere (opposite sign to the land sink), with ±1σ and ±2σ of the global monthly total "
+    "flux_monthly_global": "Monthly land flux of the headline total, sum of the regions, positive to the "
+    "atmosphere (opposite sign to the land sink), with ±1σ and ±2σ of the monthly total "
     "(cross-region covariance propagated) where the run file carries them.",
     "uncertainty_reduction": "Uncertainty reduction 1 − σ_posterior/σ_prior of the annual sink for "
     "the last year and averaged over all years.",
