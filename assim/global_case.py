@@ -302,27 +302,15 @@ def build_jacobian(transport: Transport, state: StateVector, obs: xr.Dataset) ->
         else:
             months = year_of_month == year
             columns.append(per_band[:, months, :].sum(axis=1) @ COMPONENTS[str(name)].split(int(year)))
-    offsets = [
-        (obs["site"].values == label.removeprefix("offset ")).astype(float)
-        for label in state.extras["extra"].values[state.extras["component"].values == "site_offset"]
-    ]
-    return np.column_stack([land, *columns, *offsets])
+    H = np.column_stack([land, *columns])
+    if "site_offset" in state.extras["component"].values:
+        H = np.hstack([H, state.site_offset_matrix(obs).toarray()])
+    return H
 
 
 def add_station_offsets(state: StateVector, obs: xr.Dataset) -> StateVector:
     """One offset (ppm) per station (not for the global means), appended to the extras."""
-    sites = sorted(set(obs["site"].values[obs["category"].values != "global"].tolist()))
-    if not sites:
-        return state
-    offsets = xr.Dataset(
-        coords={
-            "extra": [f"offset {s}" for s in sites],
-            "component": ("extra", ["site_offset"] * len(sites)),
-            "units": ("extra", ["ppm"] * len(sites)),
-            "extra_year": ("extra", [-1] * len(sites)),
-        }
-    )
-    return StateVector(state.time, state.regions, xr.concat([state.extras, offsets], dim="extra"))
+    return state.with_site_offsets(sorted(set(obs["site"].values[obs["category"].values != "global"].tolist())))
 
 
 def observation_covariance(

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse
 import xarray as xr
 from scipy.sparse.linalg import aslinearoperator
 
@@ -127,15 +126,7 @@ def regional_state(config: RegionalConfig, obs: xr.Dataset, regions: xr.Dataset)
     state = StateVector(month_starts(start, end), regions)
     if config.site_offset_sd_ppm == 0:
         return state
-    sites = np.unique(obs["site"].values.astype(str))
-    extras = xr.Dataset(
-        coords={
-            "extra": [f"offset {s}" for s in sites],
-            "component": ("extra", ["site_offset"] * sites.size),
-            "units": ("extra", ["ppm"] * sites.size),
-        }
-    )
-    return StateVector(state.time, regions, extras)
+    return state.with_site_offsets(np.unique(obs["site"].values.astype(str)).tolist())
 
 
 def regional_prior(config: RegionalConfig, state: StateVector) -> tuple[np.ndarray, np.ndarray]:
@@ -200,13 +191,9 @@ def regional_problem(config: RegionalConfig, transport: FootprintTransport) -> t
     H = transport.jacobian(flux_state, obs)
     x_prior = flux.ravel()
     if state.n_extra:
-        sites = [label.removeprefix("offset ") for label in state.extras["extra"].values]
-        column = pd.Index(sites).get_indexer(obs["site"].values.astype(str))
-        ones = np.ones(obs.sizes["obs"])
-        indicator = scipy.sparse.csr_matrix((ones, (np.arange(ones.size), column)), shape=(ones.size, len(sites)))
-        H = ColumnStack([H, aslinearoperator(indicator)])
-        B = StackedCovariance([B, DiagonalCovariance(np.full(len(sites), config.site_offset_sd_ppm**2))])
-        x_prior = np.concatenate([x_prior, np.zeros(len(sites))])
+        H = ColumnStack([H, aslinearoperator(state.site_offset_matrix(obs))])
+        B = StackedCovariance([B, DiagonalCovariance(np.full(state.n_extra, config.site_offset_sd_ppm**2))])
+        x_prior = np.concatenate([x_prior, np.zeros(state.n_extra)])
     bg = background(config, obs)
     obs = obs.assign(background=("obs", bg, {"units": "ppm", "long_name": "background"}))
     problem = Problem(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import xarray as xr
 
 #: Latitude bands of the surface boxes of the 12-box model, north to south (degrees).
@@ -231,6 +232,36 @@ class StateVector:
         if self.extras is None or component not in self.extras["component"].values:
             raise ValueError(f"state has no extra component {component!r}")
         return self.n_flux + np.flatnonzero(self.extras["component"].values == component)
+
+    def with_site_offsets(self, sites: list[str]) -> StateVector:
+        """This state with one constant offset (ppm) per site appended to the extras (component "site_offset").
+
+        An offset absorbs what is constant at a site but not in the transport: a calibration
+        scale difference, a biased background, the representativeness of a point against a box.
+        """
+        if not len(sites):
+            return self
+        offsets = xr.Dataset(
+            coords={
+                "extra": [f"offset {s}" for s in sites],
+                "component": ("extra", ["site_offset"] * len(sites)),
+                "units": ("extra", ["ppm"] * len(sites)),
+                "extra_year": ("extra", [-1] * len(sites)),
+            }
+        )
+        extras = offsets if self.extras is None else xr.concat([self.extras, offsets], dim="extra")
+        return StateVector(self.time, self.regions, extras)
+
+    def site_offset_matrix(self, obs: xr.Dataset) -> scipy.sparse.csr_matrix:
+        """(obs, site offsets) 0/1 matrix: which offset of :meth:`with_site_offsets` each observation carries."""
+        labels = self.extras["extra"].values[self.extra_index("site_offset") - self.n_flux]
+        column = pd.Index([str(label).removeprefix("offset ") for label in labels]).get_indexer(
+            obs["site"].values.astype(str)
+        )
+        rows = np.flatnonzero(column >= 0)
+        return scipy.sparse.csr_matrix(
+            (np.ones(rows.size), (rows, column[rows])), shape=(obs.sizes["obs"], labels.size)
+        )
 
     def pad(self, flux_part: np.ndarray) -> np.ndarray:
         """Full-length vector(s) from a flux-block vector (n_flux, ...), zeros for the extras."""

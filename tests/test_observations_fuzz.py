@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -264,3 +265,39 @@ def test_oco2_reader_survives_bad_input(n, data, weights, truncate):
     stored = xco2.astype(np.float32).astype(float)
     assert all(np.isclose(v, stored, rtol=1e-9).any() for v in ds["value"].values)
     assert weights == "ok" and ((ds["value"].values >= 100) & (ds["value"].values <= 2000)).all()
+
+
+@FUZZ
+@given(
+    n=st.integers(1, 12),
+    data=st.data(),
+    units=st.sampled_from(["ppm", "ppb", "mol mol-1", "furlong", None]),
+    truncate=st.one_of(st.none(), st.integers(0, 20000)),
+)
+def test_observation_dataset_reader_survives_bad_input(n, data, units, truncate):
+    value = np.array(data.draw(st.lists(FLOATS, min_size=n, max_size=n)))
+    uncertainty = np.array(data.draw(st.lists(st.sampled_from([0.5, 0.0, -1.0, np.nan]), min_size=n, max_size=n)))
+    latitude = np.array(data.draw(st.lists(st.floats(-200, 200), min_size=n, max_size=n)))
+    seconds = np.array(data.draw(st.lists(st.integers(0, 2_000_000_000), min_size=n, max_size=n)))
+    attrs = {} if units is None else {"units": units}
+    ds = xr.Dataset(
+        {"value": ("obs", value, attrs), "uncertainty": ("obs", uncertainty, attrs)},
+        coords={
+            "time": ("obs", seconds.astype("datetime64[s]").astype("datetime64[ns]")),
+            "latitude": ("obs", latitude),
+            "longitude": ("obs", np.zeros(n)),
+            "altitude": ("obs", np.zeros(n)),
+            "site": ("obs", np.full(n, "FZZ")),
+            "platform": ("obs", np.full(n, data.draw(st.sampled_from(["surface", "aircraft", "balloon"])))),
+            "category": ("obs", np.full(n, "mbl")),
+        },
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "observations_fuzz.nc"
+        ds.to_netcdf(path)
+        read = read_truncated(path, truncate)
+    if read is None:
+        return
+    assert all(np.isclose(v, value, rtol=1e-12).any() for v in read["value"].values)  # stored values, unchanged
+    assert np.isfinite(read["value"].values).all() and (read["uncertainty"].values > 0).all()
+    assert (np.abs(read["latitude"].values) <= 90).all() and units in ("ppm", "ppb", "mol mol-1")
