@@ -18,8 +18,11 @@ outside the plausible range after conversion (the classic mol/mol slip) raises.
 
 from __future__ import annotations
 
+import functools
+import glob
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import netCDF4
@@ -41,6 +44,10 @@ UNCERTAINTY_FLOOR = {"co2": 0.1, "ch4": 2.0}
 PROJECT_PLATFORM = {"surface": "surface", "tower": "tower", "aircraft": "aircraft", "shipboard": "surface"}
 
 _NEEDED = ("time", "value", "latitude", "longitude", "altitude")
+#: Where each record is (float64, fills as NaN; intake_height when present): often one place per file.
+_PLACE = ("latitude", "longitude", "altitude", "intake_height")
+#: Per-record variables read when present.
+_OPTIONAL = ("value_unc", "value_std_dev", "intake_height", "obs_flag", "obspack_num")
 
 
 def _is_obspack(path: Path, head: bytes) -> bool:
@@ -51,23 +58,87 @@ def _is_obspack(path: Path, head: bytes) -> bool:
     )
 
 
-def _numbers(path: Path, nc: netCDF4.Dataset, name: str) -> np.ndarray:
-    """Variable ``name`` as float64 with its fill and missing values as NaN."""
+def _variable(path: Path, nc: netCDF4.Dataset, name: str) -> netCDF4.Variable:
+    """Variable ``name`` of dims ``("obs",)``; raise naming the file when it is missing or shaped otherwise."""
     if name not in nc.variables:
         raise fail(path, f"variable {name!r} is missing; an ObsPack file needs {list(_NEEDED)}")
     var = nc.variables[name]
     if var.dimensions != ("obs",):
         raise fail(path, f"variable {name!r} has dims {var.dimensions}, expected ('obs',)")
-    var.set_auto_maskandscale(False)
-    data = np.asarray(var[:], dtype=float)
+    return var
+
+
+def _fills(var: netCDF4.Variable) -> tuple[np.float64, ...]:
+    """The numeric ``_FillValue`` and ``missing_value`` of ``var`` (a text one such as "NA" is skipped)."""
+    fills = []
     for attr in ("_FillValue", "missing_value"):
         if attr in var.ncattrs():
             try:
-                fill = float(np.asarray(var.getncattr(attr)).ravel()[0])
+                fills.append(np.float64(np.asarray(var.getncattr(attr)).ravel()[0]))
             except (TypeError, ValueError):
                 continue
-            data[data == fill] = np.nan
-    return data
+    return tuple(fills)
+
+
+def _missing(raw: np.ndarray, fills: tuple[np.float64, ...]) -> np.ndarray:
+    """Mask of NaN or fill values in ``raw`` as stored (fills compared in float64: np.float64 promotes)."""
+    missing = np.isnan(raw) if raw.dtype.kind == "f" else np.zeros(raw.shape, bool)
+    for fill in fills:
+        missing |= raw == fill
+    return missing
+
+
+def _floats(raw: np.ndarray, fills: tuple[np.float64, ...] = (), factor: float = 1.0, dtype: type = np.float64):
+    """``raw`` as ``dtype`` times ``factor``, with its fill and missing values as NaN (one file's column or chunk)."""
+    out = raw.astype(dtype)
+    if factor != 1.0:
+        out *= factor
+    for fill in fills:
+        hit = raw == fill  # compared before scaling, as stored
+        if hit.any():
+            out[hit] = np.nan
+    return out
+
+
+def _floats_of(var: netCDF4.Variable, factor: float = 1.0, *, as_stored: bool = False) -> functools.partial:
+    """:func:`_floats` with ``var``'s fill values and ``factor`` bound; float64 or, ``as_stored``, its float type.
+
+    ``value`` and the positions are float64; ``value_unc`` and ``intake_height`` keep the file's float32
+    (half the memory of 1e6 records; the stored precision is all there is).
+    """
+    dtype = var.dtype if as_stored and var.dtype.kind == "f" else np.dtype(np.float64)
+    return functools.partial(_floats, fills=_fills(var), factor=factor, dtype=dtype)
+
+
+def _units(variables: dict[str, netCDF4.Variable]) -> str:
+    return str(getattr(variables["time"], "units", ""))
+
+
+def _check_present(path: Path, name: str, raw: np.ndarray, fills: tuple[np.float64, ...]) -> None:
+    """Raise at the first NaN or fill value of ``raw`` (boolean masks only: no float copy of the column)."""
+    missing = _missing(raw, fills)
+    if missing.any():
+        raise fail(path, f"variable {name!r} is missing at obs {int(np.flatnonzero(missing)[0])}")
+
+
+def _times(raw: np.ndarray, fills: tuple[np.float64, ...], path: Path, units: str) -> np.ndarray:
+    """``time`` (seconds since 1970-01-01 UTC, int or float) as datetime64[ns]; raise at a missing time."""
+    _check_present(path, "time", raw, fills)
+    if not re.fullmatch(r"seconds since 1970-01-01( |T)?(00:00(:00)?)?Z?( UTC)?", units.strip()):
+        try:
+            dates = netCDF4.num2date(raw, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
+        except (ValueError, TypeError) as err:
+            raise fail(
+                path, f"variable 'time' has units {units!r}, expected 'seconds since 1970-01-01 00:00:00'"
+            ) from err
+        return np.asarray(dates, dtype="datetime64[ns]")
+    if raw.size and not (-9.2e9 < raw.min() and raw.max() < 9.2e9):
+        raise fail(path, f"variable 'time' reaches {raw.max():g} s since 1970: beyond datetime64[ns] (year 2262)")
+    if raw.dtype.kind == "f":
+        return np.multiply(raw, 1e9, dtype=np.float64).astype(np.int64).view("datetime64[ns]")
+    nanoseconds = raw.astype(np.int64)
+    nanoseconds *= 1_000_000_000
+    return nanoseconds.view("datetime64[ns]")
 
 
 def _rejected_by_qcflag(nc: netCDF4.Dataset, n: int) -> np.ndarray:
@@ -76,27 +147,16 @@ def _rejected_by_qcflag(nc: netCDF4.Dataset, n: int) -> np.ndarray:
     var = nc.variables.get("qcflag")
     if var is None or len(var.dimensions) != 2 or var.shape[1] == 0 or var.dtype != np.dtype("S1"):
         return np.zeros(n, bool)
-    var.set_auto_maskandscale(False)
-    raw = np.asarray(var[:])
-    first = raw[:, 0]
-    second = raw[:, 1] if raw.shape[1] > 1 else np.zeros(raw.shape[0], "S1")
-    unset = (first == b"") | ((first == b"N") & (second == b"A"))
-    return ~unset & (first != b".")
+    raw = np.asarray(var[:]).view(np.uint8)
+    rejected = _REJECTS[raw[:, 0]]
+    if raw.shape[1] > 1 and rejected.any():
+        rejected &= (raw[:, 0] != ord("N")) | (raw[:, 1] != ord("A"))
+    return rejected
 
 
-def _times(path: Path, nc: netCDF4.Dataset) -> np.ndarray:
-    """``time`` as datetime64[ns] UTC."""
-    seconds = _numbers(path, nc, "time")
-    units = getattr(nc.variables["time"], "units", "")
-    if np.isnan(seconds).any():
-        raise fail(path, f"variable 'time' is missing at obs {int(np.flatnonzero(np.isnan(seconds))[0])}")
-    if re.fullmatch(r"seconds since 1970-01-01( |T)?(00:00(:00)?)?Z?( UTC)?", units.strip()):
-        return (seconds * 1e9).astype("int64").astype("datetime64[ns]")
-    try:
-        dates = netCDF4.num2date(seconds, units, only_use_cftime_datetimes=False, only_use_python_datetimes=True)
-    except (ValueError, TypeError) as err:
-        raise fail(path, f"variable 'time' has units {units!r}, expected 'seconds since 1970-01-01 00:00:00'") from err
-    return np.asarray(dates, dtype="datetime64[ns]")
+#: First qcflag byte -> rejected ("." accepted; NUL = no flag given; "NA" handled in _rejected_by_qcflag).
+_REJECTS = np.ones(256, bool)
+_REJECTS[[0, ord(".")]] = False
 
 
 def _species(path: Path, nc: netCDF4.Dataset) -> str:
@@ -106,83 +166,177 @@ def _species(path: Path, nc: netCDF4.Dataset) -> str:
     return species
 
 
-def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str | dict | None = None) -> dict:
-    """Columns of one ObsPack file (see :func:`read_obspack`) as a dict of 1-D arrays plus ``attrs``."""
+def _factor(path: Path, var: netCDF4.Variable, units: str | None, to: str) -> float:
+    """Factor from ``units`` (default: ``var``'s own) to ``to``: pint finds it once, numpy applies it (1e6 records)."""
+    units = getattr(var, "units", None) if units is None else units
+    if not str(units or "").strip():
+        raise fail(path, f"variable {var.name!r} has no 'units' attribute; ObsPack values are in 'mol mol-1'")
+    try:
+        return float(convert(1.0, units, to))
+    except ValueError as err:
+        raise fail(path, f"variable {var.name!r}: units {units!r} are not a mole fraction") from err
+
+
+def _open(path: Path) -> netCDF4.Dataset:
     try:
         nc = netCDF4.Dataset(path)
     except OSError as err:
         raise fail(path, f"not a readable netCDF file ({err}); the file is truncated or of another format") from err
+    nc.set_auto_maskandscale(False)  # fills are handled by _floats, as stored
+    return nc
+
+
+def _check_plausible(path: Path, raw: np.ndarray, missing: np.ndarray, floats: functools.partial, species: str) -> None:
+    """:func:`check_plausible` on the usable values; their range is found as stored first (no float copy)."""
+    usable = ~missing
+    extremes = [
+        reduce(raw, where=usable, initial=start)
+        for reduce, start in ((np.fmin.reduce, np.inf), (np.fmax.reduce, -np.inf))
+    ]
+    low, high = SPECIES[species][1]
+    if not (low <= min(extremes) * floats.keywords["factor"] <= max(extremes) * floats.keywords["factor"] <= high):
+        check_plausible(path, floats(raw), species, "value")
+
+
+def _lazy_columns(path: Path, sources: dict[str, tuple], keep: np.ndarray, chunks: int) -> dict:
+    """The ``sources`` columns as dask arrays: each chunk of ``chunks`` records read, its kept records selected
+    and transformed when computed (the selection happens inside the chunk: no dask fancy indexing)."""
+    import dask.array as da  # only the lazy path needs it
+
+    raw = xr.open_dataset(path, decode_cf=False, chunks={"obs": chunks})
+    starts = np.cumsum((0, *raw["value"].chunks[0][:-1]))
+    kept = tuple(int(k) for k in np.add.reduceat(keep.astype(np.int64), starts))
+    keep = da.from_array(keep, chunks=raw["value"].chunks)
+    return {
+        name: da.map_blocks(_kept, raw[var].data, keep, transform=func, chunks=(kept,), dtype=_output_dtype(name, func))
+        for name, (var, func) in sources.items()
+    }
+
+
+def _kept(raw: np.ndarray, keep: np.ndarray, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    return transform(raw[keep])
+
+
+def _output_dtype(name: str, func: Callable) -> np.dtype:
+    """dtype of the column ``name`` made by ``func`` (for dask's ``map_blocks``)."""
+    return np.dtype("M8[ns]") if name == "time" else func.keywords["dtype"]
+
+
+def _check_length(path: Path, name: str, column: np.ndarray, n: int) -> np.ndarray:
+    if column.shape != (n,):
+        raise fail(path, f"variable {name!r} has {column.shape[0]} values but 'value' has {n}")
+    return column
+
+
+def _per_file(raw: np.ndarray, select: np.ndarray | slice, func: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``func(raw[select])``, or ``func`` of its one value as a 0-d array when every record has it (a fixed site)."""
+    if raw.size and raw.min() == raw.max():  # False with NaN
+        return func(raw[:1]).reshape(())
+    return func(raw[select])
+
+
+#: Plausible range of the place columns (altitude and intake height unchecked).
+_RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 360.0)}
+
+
+def _check_range(path: Path, name: str, column: np.ndarray, usable: np.ndarray) -> None:
+    """Raise at the first usable record of ``column`` outside :data:`_RANGES` (min/max first: no mask when fine)."""
+    low, high = _RANGES.get(name, (-np.inf, np.inf))
+    if column.min() >= low and column.max() <= high:
+        return
+    bad = usable & ~((column >= low) & (column <= high))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise fail(path, f"variable {name!r}: obs {i} is {column[i]}, outside {low:g}..{high:g}")
+
+
+#: Flag (0 usable, 1 provider qcflag, 3 obs_flag 0) -> ``flag_reason``.
+REASONS = np.array(["", "provider qcflag", "", "obs_flag 0 (local influence)"])
+
+
+def read_obspack_file(
+    path: Path, *, keep_rejected: bool = False, category: str | dict | None = None, chunks: int | None = None
+) -> dict:
+    """Columns of one ObsPack file (see :func:`read_obspack`) as a dict of 1-D arrays plus ``attrs``.
+
+    The record selection (missing values, ``qcflag``, ``obs_flag``) is read at once; with ``chunks``
+    the per-record columns are dask arrays of ``chunks`` records read when computed.
+    """
+    nc = _open(path)
     with nc, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # netCDF4: char missing_value "NA" cannot be cast
         if "obs" not in nc.dimensions:
             raise fail(path, f"no 'obs' dimension (found {list(nc.dimensions)}); not an ObsPack file")
         species = _species(path, nc)
-        units_out, _ = SPECIES[species]
-        value_var = nc.variables.get("value")
-        units = getattr(value_var, "units", None) if value_var is not None else None
-        if value_var is not None and not str(units or "").strip():
-            raise fail(path, "variable 'value' has no 'units' attribute; ObsPack values are in 'mol mol-1'")
-        value = _numbers(path, nc, "value")
-        try:
-            value = np.asarray(_convert(value, units, units_out))
-        except ValueError as err:
-            raise fail(path, f"variable 'value': units {units!r} are not a mole fraction") from err
-        unc_name = next((n for n in ("value_unc", "value_std_dev") if n in nc.variables), None)
-        unc = _numbers(path, nc, unc_name) if unc_name else np.full(value.shape, np.nan)
+        units_out = SPECIES[species][0]
+        needed = {name: _variable(path, nc, name) for name in _NEEDED}
+        optional = {name: _variable(path, nc, name) for name in _OPTIONAL if name in nc.variables}
+        unc_name = next((name for name in ("value_unc", "value_std_dev") if name in optional), None)
+        sources = {  # column -> (file variable, numpy transform of one file's column or of a chunk of it)
+            "value": ("value", _floats_of(needed["value"], _factor(path, needed["value"], None, units_out))),
+            "time": ("time", functools.partial(_times, fills=_fills(needed["time"]), path=path, units=_units(needed))),
+            **{name: (name, _floats_of(nc.variables[name])) for name in _PLACE[:3]},
+        }
+        if "intake_height" in optional:
+            sources["intake_height"] = ("intake_height", _floats_of(optional["intake_height"], as_stored=True))
+        if "obspack_num" in optional:
+            sources["obspack_num"] = ("obspack_num", functools.partial(np.asarray, dtype=optional["obspack_num"].dtype))
         if unc_name:
-            unc = np.asarray(_convert(unc, getattr(nc.variables[unc_name], "units", units), units_out))
-        time = _times(path, nc)
-        lat, lon, alt = (_numbers(path, nc, n) for n in ("latitude", "longitude", "altitude"))
-        intake = (
-            _numbers(path, nc, "intake_height") if "intake_height" in nc.variables else np.full(value.shape, np.nan)
-        )
-        rejected = _rejected_by_qcflag(nc, value.size)
-        obs_flag = _numbers(path, nc, "obs_flag") if "obs_flag" in nc.variables else np.ones(value.shape)
-        number = _numbers(path, nc, "obspack_num") if "obspack_num" in nc.variables else np.arange(value.size) + 1.0
+            unc_units = getattr(optional[unc_name], "units", needed["value"].units)
+            factor = _factor(path, optional[unc_name], unc_units, units_out)
+            sources["value_unc"] = (unc_name, _floats_of(optional[unc_name], factor, as_stored=True))
+        n = len(nc.dimensions["obs"])
+        raw = needed["value"][:]
+        missing = _missing(raw, sources["value"][1].keywords["fills"])
+        rejected = _rejected_by_qcflag(nc, n)
+        obs_flag = optional.get("obs_flag")
+        local = np.zeros(n, bool)
+        if obs_flag is not None and 0 not in _fills(obs_flag):  # 0 as the fill value would mean "missing"
+            local = obs_flag[:] == 0
+        for name, column in (("qcflag", rejected), ("obs_flag", local)):
+            _check_length(path, name, column, n)
+        _check_plausible(path, raw, missing, sources["value"][1], species)
+        keep = ~missing & (keep_rejected | ~(rejected | local))
         attrs = {name: nc.getncattr(name) for name in nc.ncattrs()}
-    n = value.size
-    for name, column in (("time", time), ("latitude", lat), ("obs_flag", obs_flag), ("obspack_num", number)):
-        if column.shape != (n,):
-            raise fail(path, f"variable {name!r} has {column.shape[0]} values but 'value' has {n}")
-    missing = np.isnan(value)
-    check_plausible(path, value, species, "value")
-    if rejected.shape != (n,):
-        raise fail(path, f"variable 'qcflag' has {rejected.shape[0]} rows but 'value' has {n}")
-    local = obs_flag == 0
-    bad_place = ~missing & ~((np.abs(lat) <= 90) & (lon >= -180) & (lon <= 360))
-    if bad_place.any():
-        i = int(np.flatnonzero(bad_place)[0])
-        raise fail(path, f"variables latitude/longitude: obs {i} at ({lat[i]}, {lon[i]}) is outside -90..90/-180..360")
-    keep = ~missing & (keep_rejected | ~(rejected | local))
-    if keep.all():  # nothing to leave out: no copies
-        keep = slice(None)
-    floor = UNCERTAINTY_FLOOR[species]
+        if not chunks:  # one column at a time, each file array freed before the next is read: little memory in flight
+            select = slice(None) if keep.all() else keep  # nothing to leave out: no copies
+            columns = {"value": sources["value"][1](raw[select])}
+            for name, (var, func) in sources.items():
+                if name != "value":
+                    raw = _check_length(path, name, nc.variables[var][:], n)  # the last column read is freed first
+                    if name == "time":
+                        _check_present(path, name, raw, func.keywords["fills"])  # in every record, kept or not
+                    if name in _RANGES:
+                        _check_range(path, name, raw, ~missing)
+                    columns[name] = _per_file(raw, select, func) if name in _PLACE else func(raw[select])
+    if chunks:
+        columns = _lazy_columns(path, sources, keep, chunks)
+    flag = np.zeros(int(keep.sum()), np.int8)
+    if keep_rejected:
+        flag = np.where(rejected, 1, np.where(local, 3, 0)).astype(np.int8)[keep]
+    unc = columns.get("value_unc", np.float64(np.nan))
     site = str(attrs.get("site_code", path.name.split("_")[1] if path.name.count("_") else "?")).upper()
     project = str(attrs.get("dataset_project", "surface-")).split("-")[0].lower()
-    platform = PROJECT_PLATFORM.get(project, "surface")
-    flag = np.where(rejected, 1, np.where(local, 3, 0)).astype(np.int8)[keep]
-    reason = np.full(flag.size, "")  # built only when something kept is flagged: 1e6 long strings are slow
-    if flag.any():
-        reason = np.where(flag == 1, "provider qcflag", np.where(flag == 3, "obs_flag 0 (local influence)", ""))
     return {
-        "value": value[keep],
-        "uncertainty": np.fmax(np.where(np.isnan(unc), floor, unc), floor)[keep],
-        "value_unc": unc[keep],
-        "time": time[keep],
-        "latitude": lat[keep],
-        "longitude": lon[keep],
-        "altitude": alt[keep],
-        "intake_height": intake[keep],
-        "site": site,  # scalars broadcast in observation_dataset
-        "platform": platform,
+        "value": columns["value"],
+        "uncertainty": np.fmax(unc, UNCERTAINTY_FLOOR[species]),  # NaN (none given) -> the floor
+        "value_unc": unc,
+        "time": columns["time"],
+        "latitude": columns["latitude"],
+        "longitude": columns["longitude"],
+        "altitude": columns["altitude"],
+        "intake_height": columns.get("intake_height", np.float64(np.nan)),
+        "site": site,  # scalars broadcast in read_obspack
+        "platform": PROJECT_PLATFORM.get(project, "surface"),
         "category": site_category(site, project, category),
         "flag": flag,
-        "flag_reason": reason,
-        "obspack_num": number[keep].astype(np.int64),
+        "flag_reason": REASONS[flag] if flag.any() else "",  # 1e6 long strings only when something is flagged
+        "obspack_num": columns.get("obspack_num", np.flatnonzero(keep) + 1),
         "scale": str(attrs.get("dataset_calibration_scale", "not stated")),
         "lab": str(attrs.get("lab_1_abbr", "not stated")),
         "dataset": str(attrs.get("dataset_name", path.stem)),
         "units": units_out,
+        "size": flag.size,
         "counts": {
             "missing": int(missing.sum()),
             "rejected": int((rejected & ~missing).sum()),
@@ -193,11 +347,6 @@ def read_obspack_file(path: Path, *, keep_rejected: bool = False, category: str 
     }
 
 
-def _convert(values: np.ndarray, units: str, to: str) -> np.ndarray:
-    """``values`` from ``units`` to ``to``: pint finds the factor once, numpy applies it (1e6 records)."""
-    return values * float(convert(1.0, units, to))
-
-
 @reader("obspack", _is_obspack)
 def read_obspack(
     path: Path | str,
@@ -205,11 +354,13 @@ def read_obspack(
     keep_rejected: bool = False,
     category: str | dict[str, str] | None = None,
     pattern: str = "*.nc",
+    chunks: int | None = None,
 ) -> xr.Dataset:
-    """Read one ObsPack netCDF file, or every ``pattern`` file of a directory, into one Dataset.
+    """Read one ObsPack netCDF file, every ``pattern`` file of a directory, or a glob, into one Dataset.
 
     Parameters
     ----------
+    path : file, directory or glob pattern (e.g. ``"obspack/data/nc/co2_*_tower-insitu_*.nc"``)
     keep_rejected : bool
         Keep provider-rejected records (``qcflag`` first character not ``.``: ``flag`` 1) and
         ``obs_flag`` 0 records (``flag`` 3) with the reason in ``flag_reason``. By default they are
@@ -217,6 +368,12 @@ def read_obspack(
     category : str or dict, optional
         Mismatch category (one word, or site -> word); default by site and project
         (:func:`observations.sites.site_category`).
+    chunks : int, optional
+        Read lazily: the per-record variables are dask arrays of at most ``chunks`` records of one
+        file (a multiple of the files' storage chunk, e.g. 2**18, reads fastest), read, converted and
+        selected when computed, so a collection larger than memory can be opened. Which records are
+        kept is decided at once (``value``, ``qcflag`` and ``obs_flag`` are read), and validation
+        reduces the checked variables in one dask pass without keeping them.
 
     Returns
     -------
@@ -228,21 +385,30 @@ def read_obspack(
         ``attrs["obspack_name"] ~ dataset[file_index] ~ obspack_num``; ``value_unc`` kept.
     """
     path = Path(path)
-    files = sorted(path.glob(pattern)) if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(path.glob(pattern))
+    elif not path.exists() and glob.has_magic(str(path)):
+        files = sorted(Path(name) for name in glob.glob(str(path)))
+    else:
+        files = [path]
     if not files:
-        raise fail(path, f"no files matching {pattern!r} in the directory")
-    parts = [read_obspack_file(f, keep_rejected=keep_rejected, category=category) for f in files]
+        raise fail(path, f"no files matching {pattern if path.is_dir() else str(path)!r}")
+    parts = [
+        read_obspack_file(f, keep_rejected=keep_rejected, category=category, chunks=chunks)
+        | {"file_index": np.int32(i)}
+        for i, f in enumerate(files)
+    ]
     units = {p["units"] for p in parts}
     if len(units) > 1:
         raise fail(path, f"the collection mixes species/units {sorted(units)}; read one species at a time")
-    sizes = [p["value"].size for p in parts]
+    sizes = [p["size"] for p in parts]
 
     def stack(name: str) -> np.ndarray:
-        if len(parts) == 1:  # one file: no copy; scalars broadcast in observation_dataset
-            return parts[0][name]
-        return np.concatenate(
-            [np.broadcast_to(np.asarray(p[name]), (size,)) for p, size in zip(parts, sizes, strict=True)]
-        )
+        """Column ``name`` of every file end to end (a file's scalar broadcast to its records)."""
+        columns = [np.broadcast_to(p[name], (size,)) for p, size in zip(parts, sizes, strict=True)]
+        if len(parts) == 1:  # no copy: a 1-D column as read, a scalar as a read-only view
+            return parts[0][name] if np.ndim(parts[0][name]) else columns[0]
+        return np.concatenate(columns)
 
     if sum(sizes) == 0:
         raise fail(path, "no usable observations (all values missing or rejected)")
@@ -260,7 +426,7 @@ def read_obspack(
         platform=stack("platform"),
         category=stack("category"),
         coords={name: stack(name) for name in ("intake_height", "flag", "flag_reason", "obspack_num", "scale")}
-        | {"file_index": np.repeat(np.arange(len(files), dtype=np.int32), sizes)},
+        | {"file_index": stack("file_index")},
         data_vars={
             "dataset": ("file", [p["dataset"] for p in parts], {"long_name": "ObsPack dataset_name of each file"}),
             "lab": ("file", [p["lab"] for p in parts], {"long_name": "lab_1_abbr of each file"}),

@@ -26,8 +26,13 @@ Optional coords (validated when present, see :data:`OPTIONAL_COORD_ATTRS`): ``fl
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import pint
 import xarray as xr
+
+from observations.units import ureg
 
 PLATFORMS = ("surface", "tower", "aircraft", "satellite", "flux_tower", "budget")
 VARIABLES = ("value", "uncertainty")
@@ -81,8 +86,74 @@ def _first_bad(ds: xr.Dataset, bad: np.ndarray) -> str:
     return f"obs {i} ({site}, {time}); {int(bad.sum())} of {bad.size} affected"
 
 
+def _extrema(ds: xr.Dataset, names: tuple[str, ...]) -> dict[str, tuple]:
+    """(min, max) of each variable in one pass over the data: NaN/NaT propagate, so a finite pair means all finite.
+
+    Dask-backed (lazily read) variables are reduced together in one ``dask.compute``; nothing is loaded.
+    """
+    data = {name: ds.variables[name].data for name in names}
+    data = {name: x[:1] if getattr(x, "strides", None) == (0,) else x for name, x in data.items()}  # broadcast
+    pairs = {name: _min_max(x) for name, x in data.items()}
+    if any(_is_dask(x) for x in data.values()):
+        import dask  # only lazily read Datasets need it
+
+        pairs = dask.compute(pairs)[0]
+    return pairs
+
+
+def _min_max(x: np.ndarray) -> tuple:
+    if isinstance(x, np.ndarray) and x.dtype.kind == "M":  # as int64 (4x faster); NaT is the smallest int64
+        as_int = x.view(np.int64)
+        return as_int.min().view(x.dtype), as_int.max().view(x.dtype)
+    return x.min(), x.max()
+
+
+def _is_dask(x: object) -> bool:
+    return type(x).__module__.partition(".")[0] == "dask"
+
+
+def _bad_platforms(platform: np.ndarray) -> np.ndarray:
+    """Mask of ``platform`` entries not in :data:`PLATFORMS`, comparing only where the value changes."""
+    if platform.strides == (0,):  # one value broadcast to every obs (a reader's scalar)
+        starts = np.zeros(1, int)
+    else:
+        starts = np.flatnonzero(np.r_[True, platform[1:] != platform[:-1]])
+    if all(str(value) in PLATFORMS for value in set(platform[starts].tolist())):
+        return np.zeros(platform.shape, bool)
+    return ~np.isin(platform.astype(str), PLATFORMS)
+
+
+#: What an observation may measure: mole fractions, growth rates, budget terms, flux densities.
+MEASURABLE = ("[]", "1/[time]", "[mass]/[time]", "[mass]/[length]**2/[time]", "[substance]/[length]**2/[time]")
+
+
+@functools.cache
+def _dimension_ok(units: str) -> bool | None:
+    """True if ``units`` measure one of :data:`MEASURABLE`, False if not, None if pint cannot parse them."""
+    try:
+        dimensionality = ureg.Quantity(1.0, units).dimensionality
+    except (pint.PintError, ValueError, TypeError, AttributeError, AssertionError, SyntaxError):
+        return None
+    return any(dimensionality == ureg.get_dimensionality(d) for d in MEASURABLE)
+
+
+def _check_units(units: str, where: str) -> None:
+    ok = _dimension_ok(str(units))
+    if ok is None:
+        raise ObservationError(f"{where}'value' has units {units!r}, which are not a unit; use e.g. 'ppm'")
+    if not ok:
+        raise ObservationError(
+            f"{where}'value' has units {units!r}, not a mole fraction (ppm), growth rate (ppm yr-1), "
+            "carbon flux (PgC yr-1) or flux density (gC m-2 d-1)"
+        )
+
+
 def validate(ds: xr.Dataset) -> xr.Dataset:
     """Check ``ds`` against the Observation Dataset layout and return it with CF attributes.
+
+    O(n) with cheap reductions: each numeric check first looks at the (min, max) of the variable
+    and builds the per-observation mask only to describe a failure. Lazily read (dask) variables
+    are checked without being loaded.
 
     Raises
     ------
@@ -93,64 +164,69 @@ def validate(ds: xr.Dataset) -> xr.Dataset:
     where = _where(ds)
     if not isinstance(ds, xr.Dataset):
         raise ObservationError(f"expected an xarray.Dataset, got {type(ds).__name__}")
+    var = ds.variables  # Variables, not DataArrays: no coords assembled per access
     if "obs" not in ds.dims:
         raise ObservationError(f"{where}no 'obs' dimension (found dims {sorted(ds.dims)})")
     for name in (*VARIABLES, *COORDS):
         if name not in ds.variables:
             raise ObservationError(f"{where}missing variable or coord {name!r}")
-        if ds[name].dims != ("obs",):
-            raise ObservationError(f"{where}{name!r} has dims {ds[name].dims}, expected ('obs',)")
+        if var[name].dims != ("obs",):
+            raise ObservationError(f"{where}{name!r} has dims {var[name].dims}, expected ('obs',)")
     if ds.sizes["obs"] == 0:
         raise ObservationError(f"{where}no observations")
 
-    if not np.issubdtype(ds["time"].dtype, np.datetime64):
-        raise ObservationError(f"{where}'time' must be datetime64 (UTC), got {ds['time'].dtype}")
-    if np.isnat(ds["time"].values).any():
-        raise ObservationError(f"{where}'time' is missing at {_first_bad(ds, np.isnat(ds['time'].values))}")
+    if not np.issubdtype(var["time"].dtype, np.datetime64):
+        raise ObservationError(f"{where}'time' must be datetime64 (UTC), got {var['time'].dtype}")
     for name in VARIABLES:
-        if not np.issubdtype(ds[name].dtype, np.number):
-            raise ObservationError(f"{where}{name!r} must be numeric, got {ds[name].dtype}")
-    value = np.asarray(ds["value"].values, dtype=float)
-    if not np.isfinite(value).all():
-        raise ObservationError(f"{where}'value' is not finite at {_first_bad(ds, ~np.isfinite(value))}")
-    unc = np.asarray(ds["uncertainty"].values, dtype=float)
-    bad = ~(np.isfinite(unc) & (unc > 0))
-    if bad.any():
+        if not np.issubdtype(var[name].dtype, np.number):
+            raise ObservationError(f"{where}{name!r} must be numeric, got {var[name].dtype}")
+    extrema = _extrema(ds, ("time", "value", "uncertainty", "latitude", "longitude"))
+    if np.isnat(extrema["time"][0]):
+        raise ObservationError(f"{where}'time' is missing at {_first_bad(ds, np.isnat(var['time'].values))}")
+    if not np.isfinite(np.asarray(extrema["value"], dtype=float)).all():
+        bad = ~np.isfinite(np.asarray(var["value"].values, dtype=float))
+        raise ObservationError(f"{where}'value' is not finite at {_first_bad(ds, bad)}")
+    low, high = np.asarray(extrema["uncertainty"], dtype=float)
+    if not (low > 0 and np.isfinite(high)):
+        unc = np.asarray(var["uncertainty"].values, dtype=float)
+        bad = ~(np.isfinite(unc) & (unc > 0))
         raise ObservationError(
             f"{where}'uncertainty' must be finite and > 0, found {unc[bad][0]!r} at "
             f"{_first_bad(ds, bad)}; set a floor with observations.errors"
         )
-    units = ds["value"].attrs.get("units")
-    if units is None or ds["uncertainty"].attrs.get("units") != units:
+    units = var["value"].attrs.get("units")
+    if units is None or var["uncertainty"].attrs.get("units") != units:
         raise ObservationError(
             f"{where}'value' and 'uncertainty' need the same 'units' attribute, found "
-            f"{units!r} and {ds['uncertainty'].attrs.get('units')!r}"
+            f"{units!r} and {var['uncertainty'].attrs.get('units')!r}"
         )
-    whole_globe = ds["category"].values.astype(str) == GLOBAL_CATEGORY
-    lat = np.asarray(ds["latitude"].values, dtype=float)
-    bad = ~((np.abs(lat) <= 90) | (whole_globe & np.isnan(lat)))
-    if bad.any():
-        raise ObservationError(f"{where}'latitude' outside -90..90 at {_first_bad(ds, bad)}")
-    lon = np.asarray(ds["longitude"].values, dtype=float)
-    bad = ~(((lon >= -180) & (lon <= 360)) | (whole_globe & np.isnan(lon)))
-    if bad.any():
-        raise ObservationError(f"{where}'longitude' outside -180..360 at {_first_bad(ds, bad)}")
-    platform = ds["platform"].values.astype(str)
-    bad = np.ones(platform.shape, bool)
-    for name in PLATFORMS:  # a few vector comparisons: much faster than np.isin on 1e6 strings
-        bad &= platform != name
+    _check_units(units, where)
+    for name, (min_ok, max_ok) in (("latitude", (-90, 90)), ("longitude", (-180, 360))):
+        low, high = np.asarray(extrema[name], dtype=float)
+        if low >= min_ok and high <= max_ok:  # False for NaN: whole-globe records take the full check
+            continue
+        whole_globe = var["category"].values.astype(str) == GLOBAL_CATEGORY
+        values = np.asarray(var[name].values, dtype=float)
+        bad = ~(((values >= min_ok) & (values <= max_ok)) | (whole_globe & np.isnan(values)))
+        if bad.any():
+            raise ObservationError(f"{where}{name!r} outside {min_ok}..{max_ok} at {_first_bad(ds, bad)}")
+    platform = var["platform"].values
+    bad = _bad_platforms(platform)
     if bad.any():
         raise ObservationError(
             f"{where}'platform' {platform[bad][0]!r} is not one of {PLATFORMS} at {_first_bad(ds, bad)}"
         )
     optional = [name for name in OPTIONAL_COORD_ATTRS if name in ds.variables]
     for name in optional:
-        if ds[name].dims != ("obs",):
-            raise ObservationError(f"{where}{name!r} has dims {ds[name].dims}, expected ('obs',)")
-    if "flag" in ds.variables and not np.issubdtype(ds["flag"].dtype, np.integer):
-        raise ObservationError(f"{where}'flag' must be integer (0 = usable), got {ds['flag'].dtype}")
+        if var[name].dims != ("obs",):
+            raise ObservationError(f"{where}{name!r} has dims {var[name].dims}, expected ('obs',)")
+    if "flag" in ds.variables and not np.issubdtype(var["flag"].dtype, np.integer):
+        raise ObservationError(f"{where}'flag' must be integer (0 = usable), got {var['flag'].dtype}")
     attrs = {name: COORD_ATTRS[name] for name in COORDS} | {name: OPTIONAL_COORD_ATTRS[name] for name in optional}
-    return ds.assign_coords({name: ds[name].assign_attrs(extra) for name, extra in attrs.items()})
+    out = ds.copy(deep=False)  # new Variable objects with copied attrs: the input's attrs stay as they were
+    for name, extra in attrs.items():
+        out.variables[name].attrs.update(extra)
+    return out
 
 
 def observation_dataset(
@@ -177,9 +253,11 @@ def observation_dataset(
     ``check=False`` skips :func:`validate`, for callers that validate the result themselves
     (the registered readers of :mod:`observations.readers` always do).
     """
-    n = np.asarray(value).shape[0]
+    n = np.shape(value)[0]
 
     def column(x: np.ndarray | str, dtype: type | None = None) -> np.ndarray:
+        if _is_dask(x):  # a lazily read column stays lazy
+            return x.astype(dtype) if dtype is float else x
         x = np.asarray(x)
         if dtype is float:
             x = x.astype(float, copy=False)
@@ -189,11 +267,11 @@ def observation_dataset(
 
     ds = xr.Dataset(
         {
-            "value": ("obs", np.asarray(value, float), {"units": units}),
-            "uncertainty": ("obs", np.asarray(uncertainty, float), {"units": units}),
+            "value": ("obs", column(value, float), {"units": units}),
+            "uncertainty": ("obs", column(uncertainty, float), {"units": units}),
         },
         coords={
-            "time": ("obs", np.asarray(time, "datetime64[ns]")),
+            "time": ("obs", time if _is_dask(time) else np.asarray(time, "datetime64[ns]")),
             "latitude": ("obs", column(latitude, float)),
             "longitude": ("obs", column(longitude, float)),
             "altitude": ("obs", column(altitude, float)),

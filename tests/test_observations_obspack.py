@@ -91,3 +91,45 @@ def test_real_methane_obspack(shared_data, name, count, first_ppb):
     ds = observations.read(shared_data / "obspack_format" / name)
     assert ds.sizes["obs"] == count and ds["value"].attrs["units"] == "ppb"
     assert float(ds["value"][0]) == pytest.approx(first_ppb, abs=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:The specified chunks separate")  # small chunks on purpose
+@pytest.mark.parametrize("keep_rejected", [False, True])
+def test_lazy_read_equals_eager(keep_rejected):
+    eager = observations.read(FIXTURES, keep_rejected=keep_rejected)
+    lazy = observations.read(FIXTURES, keep_rejected=keep_rejected, chunks=7)  # chunks that split both files
+    assert lazy["value"].chunks is not None and lazy["time"].chunks is not None
+    assert lazy.attrs == eager.attrs
+    for name in eager.variables:
+        np.testing.assert_array_equal(lazy[name].values, eager[name].values, err_msg=name)
+        assert lazy[name].dtype == eager[name].dtype, name
+
+
+def test_glob_reads_the_matching_files():
+    ds = observations.read(FIXTURES / "co2_*_tower-insitu_*.nc", kind="obspack")
+    assert ds.attrs["n_files"] == 1 and set(ds["site"].values) == {"TWR"}
+    assert ds.sizes["obs"] == 48
+
+
+@pytest.mark.filterwarnings("ignore:The specified chunks separate")
+def test_lazy_read_raises_on_bad_latitude(tmp_path):
+    from observations.synthetic import write_obspack
+
+    path = write_obspack(
+        tmp_path / "co2_abc_aircraft-pfp_1_x.nc",
+        value=np.array([400.0, 401.0, 402.0]) * 1e-6,
+        time=np.array(["2020-01-01", "2020-01-02", "2020-01-03"], "datetime64[s]"),
+        latitude=np.array([10.0, 95.0, 20.0]),
+    )
+    with pytest.raises(observations.ObservationError, match=r"'latitude' outside -90..90 at obs 1"):
+        observations.read(path, chunks=2)
+    with pytest.raises(observations.ObservationError, match=r"variable 'latitude': obs 1 is 95.0, outside -90..90"):
+        observations.read(path)
+
+
+def test_fixed_site_positions_are_one_value_per_file():
+    ds = observations.read(FLASK)
+    assert ds["latitude"].values.strides == (0,)  # a read-only view of one value
+    np.testing.assert_allclose(ds["latitude"], raw(FLASK, "latitude")[0], rtol=1e-7)
+    tower = observations.read(TOWER)
+    np.testing.assert_array_equal(tower["intake_height"], raw(TOWER, "intake_height"))  # two levels: per record
