@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from assim import Problem, solve
 from assim.covariance import DiagonalCovariance, to_dense
-from assim.solvers.hierarchical import HierarchicalConfig, MarginalEvidence, build_model
+from assim.solvers.hierarchical import HierarchicalConfig, MarginalDensity, MarginalEvidence, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -109,6 +109,14 @@ def test_pymc_model_density_is_the_marginal_evidence(form: str, groups: str) -> 
         + jacobian
     )
     assert float(model.compile_logp()(point)) == pytest.approx(expected, rel=1e-9)
+    # the numpy density nutpie samples: same value, and its analytic gradient is PyTensor's autodiff
+    density = MarginalDensity(ev, config)
+    theta = np.r_[np.log(prior_scale), np.log(mismatch), offset]
+    value, gradient = density.logp(theta)
+    assert value == pytest.approx(expected, rel=1e-9)
+    names = ["prior_scale_log__", "mismatch_scale_log__", "offset"]
+    autodiff = model.compile_dlogp(vars=[model[name.removesuffix("_log__")] for name in names])
+    np.testing.assert_allclose(gradient, autodiff(point), rtol=1e-7, atol=1e-9)
 
 
 def test_fixed_hyperparameters_give_the_analytic_posterior_and_exact_draws() -> None:
@@ -177,3 +185,41 @@ def test_non_negative_scaling_is_close_to_gaussian_for_a_narrow_prior(scaling: s
     post = solve(p, method="hierarchical", scaling=scaling, mismatch_scale_sigma=0.0, draws=500, tune=500)
     assert np.abs((post.mean - exact.mean) / exact.sd).max() < 0.3
     np.testing.assert_allclose(post.sd, exact.sd, rtol=0.2)
+
+
+class _Interrupted(Exception):
+    """Raised from the checkpoint callback to simulate a run killed after its first chain."""
+
+
+@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
+def test_checkpoint_resumes_an_interrupted_run(tmp_path) -> None:
+    import arviz as az
+
+    p = labelled(small_problem(seed=0, years=1, n_obs=60))
+    config = HierarchicalConfig(draws=150, tune=150, chains=2, prior_scale_sigma=0.01, mismatch_scale_sigma=0.01)
+    path = tmp_path / "chains.nc"
+
+    def interrupt(chain: int, where) -> None:
+        assert where == path
+        raise _Interrupted(chain)
+
+    with pytest.raises(_Interrupted):
+        solve(p, method="hierarchical", config=config, checkpoint=path, on_chain=interrupt)
+    saved = az.from_netcdf(path)
+    assert saved.posterior.sizes["chain"] == 1
+    post = solve(p, method="hierarchical", config=config, checkpoint=path)
+    assert post.info["chains_resumed"] == 1
+    idata = post.info["idata"]
+    assert idata.posterior.sizes == {"chain": 2, "draw": 150, "prior_group": 1, "category": 2, "time": 12, "region": 11}
+    np.testing.assert_array_equal(idata.posterior["prior_scale"].isel(chain=0), saved.posterior["prior_scale"][0])
+    assert az.from_netcdf(path).posterior.sizes["chain"] == 2
+    assert post.info["rhat_max"] < 1.05
+    # hyperpriors of width 1 %: the draws are the analytic posterior within Monte Carlo error (exact x | theta)
+    exact = solve(p)
+    draws = idata.posterior["flux"].values.reshape(-1, p.n)
+    z = (draws.mean(axis=0) - exact.mean) / (exact.sd / np.sqrt(draws.shape[0]))
+    assert np.abs(z).max() < 4.5 and np.sqrt(np.mean(z**2)) < 1.3
+    np.testing.assert_allclose(post.sd, exact.sd, rtol=0.03)
+    # a different problem or option is refused, naming the file
+    with pytest.raises(ValueError, match=f"checkpoint {path} was written for a different problem"):
+        solve(p, method="hierarchical", config=replace(config, draws=100), checkpoint=path)

@@ -15,7 +15,9 @@ only theta is sampled, and x | theta is then drawn exactly (this is the speed ed
 openghg_inversions, which samples every flux element). The log evidence uses matrices
 precomputed once: in state form (n <= m) the precision B^-1 and per-category H_c^T R_c^-1 H_c
 (one n x n Cholesky per evaluation), in observation form (m < n) the blocks H_g B_gh H_h^T
-(one m x m Cholesky). ``scaling="lognormal"`` or ``"truncated_normal"``: x = x_b * f with
+(one m x m Cholesky). nutpie samples this density through :class:`MarginalDensity`, a numpy
+log density with its analytic gradient (no numba compilation); :func:`build_model` is the same
+model in PyMC. ``scaling="lognormal"`` or ``"truncated_normal"``: x = x_b * f with
 non-negative scaling factors f (mean 1, sd sqrt(B_ii)/|x_b,i|, independent, as in
 openghg_inversions) sampled with the hyperparameters; the state is then not marginalised.
 
@@ -24,15 +26,23 @@ with the hyperparameters and one exact state draw per theta draw, ``flux`` (chai
 region); ``sample_stats``), with
 R-hat and bulk ESS in ``info``. The posterior covariance is the mixture over theta,
 E[A(theta)] + Cov[mean(theta)] (gaussian) or the sample covariance of the draws (otherwise).
+``checkpoint=PATH`` saves every completed chain to a netCDF file so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import scipy.linalg
 import xarray as xr
 from threadpoolctl import threadpool_limits
@@ -40,11 +50,14 @@ from threadpoolctl import threadpool_limits
 from assim.covariance import DiagonalCovariance, to_dense
 from assim.posterior import LowRankCovariance, Posterior
 from assim.problem import Problem
+from assim.report import atomic_path
 from assim.solvers import solver
 
 SCALINGS = ("gaussian", "lognormal", "truncated_normal")
 FORMS = ("auto", "eigen", "state", "observation")
 PRIOR_GROUPS = ("global", "region")
+CHECKPOINT_GROUPS = ("posterior", "sample_stats")
+FINGERPRINT_ATTR = "assim_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,71 @@ class MarginalEvidence:
         v = xp.solve_lower(chol, xp.tensordot(self.D, a, axes=1))
         return self.const - xp.sum(xp.log(xp.diagonal(chol))) - 0.5 * xp.sum(v * v)
 
+    def log_evidence_and_gradient(
+        self, log_prior_scale: np.ndarray, log_mismatch: np.ndarray, offset: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """log p(y | theta) and its gradient (d/d log_prior_scale, d/d log_mismatch, d/d offset), numpy.
+
+        The gradient is analytic (one n x n Cholesky and inverse per call in the state form, O(n)
+        in the eigen form, one m x m in the observation form); the offset gradient is empty
+        without offsets.
+        """
+        a = self._a(np, offset)
+        if self.form == "eigen":
+            value, g_s, g_t, g_a = self._eigen_gradient(float(log_prior_scale[0]), float(log_mismatch[0]), a)
+        elif self.form == "state":
+            value, g_s, g_t, g_a = self._state_gradient(log_prior_scale, log_mismatch, a)
+        else:
+            value, g_s, g_t, g_a = self._observation_gradient(log_prior_scale, log_mismatch, a)
+        return value, g_s, g_t, -g_a[1:]  # a = [1, -offset]
+
+    def _eigen_gradient(self, log_s: float, log_t: float, a: np.ndarray) -> tuple:
+        w, p = np.exp(-2 * log_t), np.exp(-2 * log_s)
+        d = p + self.lam * w
+        c = self.VE @ a
+        Qa = self.Q[0] @ a
+        c2d = c * c / d
+        logdet = 2 * self.problem.m * log_t + 2 * self.problem.n * log_s + np.log(d).sum() - self.logdet_B0
+        value = self.const - 0.5 * (logdet + w * (a @ Qa) - w * w * c2d.sum())
+        g_t = -self.problem.m + w * (self.lam / d).sum() + w * (a @ Qa) - 2 * w * w * c2d.sum()
+        g_t += w**3 * (c2d * self.lam / d).sum()
+        g_s = -self.problem.n + p * (1 / d).sum() + w * w * p * (c2d / d).sum()
+        g_a = -w * Qa + w * w * self.VE.T @ (c / d)
+        return value, np.array([g_s]), np.array([g_t]), g_a
+
+    def _state_gradient(self, log_s: np.ndarray, log_t: np.ndarray, a: np.ndarray) -> tuple:
+        w = np.exp(-2 * log_t)
+        inv_s = np.exp(-log_s)[self.group_index]
+        MP = self.P0 * np.exp(-2 * log_s[0]) if self.groups.size == 1 else self.P0 * np.outer(inv_s, inv_s)
+        M = MP + np.tensordot(w, self.F, axes=1)
+        Ea = self.E @ a  # (categories, n)
+        Qa = self.Q @ a  # (categories, 1 + offsets)
+        g = w @ Ea
+        chol, M_inv = _cholesky_and_inverse(M)
+        u = scipy.linalg.lapack.dpotrs(chol, g, lower=1)[0]
+        logdet = self.m_c @ (2 * log_t) + 2 * log_s[self.group_index].sum() + 2 * np.log(np.diagonal(chol)).sum()
+        value = self.const - 0.5 * (logdet + w @ (Qa @ a) - g @ u)
+        Fu = self.F @ u  # (categories, n)
+        trace_F = np.einsum("ij,cij->c", M_inv, self.F)
+        g_t = -self.m_c + w * (trace_F + Qa @ a - 2 * Ea @ u + Fu @ u)
+        per_element = np.einsum("ij,ij->i", M_inv, MP) + u * (MP @ u)
+        g_s = np.bincount(self.group_index, per_element - 1, minlength=self.groups.size)
+        g_a = -w @ Qa + (np.tensordot(w, self.E, axes=1)).T @ u
+        return value, g_s, g_t, g_a
+
+    def _observation_gradient(self, log_s: np.ndarray, log_t: np.ndarray, a: np.ndarray) -> tuple:
+        s = np.exp(log_s)
+        rho = self.r0 * np.exp(2 * log_t)[self.category_index]
+        K = np.tensordot(np.outer(s, s), self.K, axes=2) + np.diag(rho)
+        chol, K_inv = _cholesky_and_inverse(K)
+        r = self.D @ a
+        alpha = scipy.linalg.lapack.dpotrs(chol, r, lower=1)[0]
+        value = self.const - np.log(np.diagonal(chol)).sum() - 0.5 * r @ alpha
+        W = K_inv - np.outer(alpha, alpha)
+        g_t = np.bincount(self.category_index, -rho * np.diagonal(W), minlength=self.categories.size)
+        g_s = -s * (np.einsum("ij,ghij->gh", W, self.K) @ s)
+        return value, g_s, g_t, -self.D.T @ alpha
+
     def conditional(
         self, log_prior_scale: np.ndarray, log_mismatch: np.ndarray, offset: np.ndarray | None, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -260,10 +338,9 @@ class MarginalEvidence:
         elif self.form == "state":
             w = np.exp(-2 * log_mismatch)
             M = self.P0 / np.outer(s, s) + np.tensordot(w, self.F, axes=1)
-            factor = scipy.linalg.cho_factor(M, lower=True)
-            delta = scipy.linalg.cho_solve(factor, self.H.T @ (d / r))
-            cov = scipy.linalg.cho_solve(factor, np.eye(self.problem.n))
-            draw = delta + scipy.linalg.solve_triangular(factor[0].T, rng.standard_normal(delta.size), lower=False)
+            chol, cov = _cholesky_and_inverse(M)
+            delta = cov @ (self.H.T @ (d / r))
+            draw = delta + scipy.linalg.solve_triangular(chol.T, rng.standard_normal(delta.size), lower=False)
         else:
             HB = self.H @ Bt
             factor = scipy.linalg.cho_factor(HB @ self.H.T + np.diag(r), lower=True)
@@ -275,6 +352,18 @@ class MarginalEvidence:
             draw = u + HB.T @ scipy.linalg.cho_solve(factor, d - self.H @ u - e)
         x_b = self.problem.x_prior
         return x_b + delta, 0.5 * (cov + cov.T), x_b + draw
+
+
+def _cholesky_and_inverse(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower Cholesky factor, full symmetric inverse) by LAPACK potrf/potri; LinAlgError if not SPD."""
+    chol, info = scipy.linalg.lapack.dpotrf(matrix, lower=1, clean=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"hierarchical: matrix not positive definite (potrf info {info})")
+    inverse, info = scipy.linalg.lapack.dpotri(chol, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"hierarchical: singular Cholesky factor (potri info {info})")
+    lower = np.tril(inverse)
+    return chol, lower + np.tril(inverse, -1).T
 
 
 def build_model(problem: Problem, config: HierarchicalConfig, evidence: MarginalEvidence | None = None):
@@ -338,52 +427,216 @@ def _scaling_likelihood(problem: Problem, config: HierarchicalConfig, coords: di
 
 
 @solver("hierarchical", exact=False)
-def solve_hierarchical(problem: Problem, config: HierarchicalConfig | None = None, **options) -> Posterior:
+def solve_hierarchical(
+    problem: Problem,
+    config: HierarchicalConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    on_chain: Callable[[int, Path], None] | None = None,
+    **options,
+) -> Posterior:
     """Sample hyperparameters (and the state, for non-Gaussian scaling) with nutpie.
 
     Parameters
     ----------
     config : HierarchicalConfig, optional
         All options; or give them as keywords (``draws=200, scaling="lognormal"``).
+    checkpoint : path-like, optional
+        netCDF file (ArviZ layout: groups ``posterior`` and ``sample_stats``) holding the sampler
+        output of every completed chain. The chains are then sampled one after another (one
+        nutpie run each, seed derived from ``config.seed`` and the chain number, so a resumed run
+        gives the same draws as an uninterrupted one) and the file is rewritten atomically after
+        each. A rerun with the same path skips the chains already in it; the file records a
+        SHA-256 of the problem and the options and a different problem or options is an error.
+        nutpie cannot be restarted from a saved step size and mass matrix, so the unit of
+        checkpointing is a whole chain (tuning included).
+    on_chain : callable, optional
+        Called as ``on_chain(chain, checkpoint)`` after each chain is saved (progress reporting;
+        an exception raised there stops the run with the completed chains on disk).
 
     Returns
     -------
     Posterior
         Mean, covariance (dense mixture moments for ``gaussian``, low-rank sample covariance
         otherwise); ``info`` has ``idata`` (all chains), ``rhat_max``, ``ess_bulk_min``,
-        ``converged`` (R-hat <= 1.01 and ESS >= 100 per chain), ``sampling_seconds``, ``form``.
+        ``converged`` (R-hat <= 1.01 and ESS >= 100 per chain), ``sampling_seconds`` (this run
+        only), ``chains_resumed`` (chains read from ``checkpoint``), ``form``.
     """
     if config is None:
         config = HierarchicalConfig(**options)
     elif options:
         raise TypeError(f"hierarchical: give either config or keyword options, not both ({sorted(options)})")
-    model, evidence = build_model(problem, config)
+    evidence = None
+    if config.scaling == "gaussian":
+        evidence = MarginalEvidence(problem, config.prior_groups, offsets=config.offset_sd_ppm > 0)
+        density = MarginalDensity(evidence, config)
+        compiled, sampled = density.compile, density.ndim > 0
+    else:
+        compiled, sampled = functools.partial(_compile_pymc, problem, config), True
     # chains run in parallel threads on small matrices: threaded BLAS would only oversubscribe the cores
     with threadpool_limits(limits=1, user_api="blas"):
-        idata, seconds = _sample(model, config) if model.free_RVs else (None, 0.0)
+        resumed, idata, seconds = 0, None, 0.0
+        if sampled and checkpoint is None:
+            idata, seconds = _sample(compiled, config)
+        elif sampled:
+            resumed, idata, seconds = _sample_with_checkpoint(
+                compiled, config, Path(checkpoint), fingerprint(problem, config), on_chain
+            )
         result = _posterior(problem, config, evidence, idata)
-    result.info["sampling_seconds"] = seconds
+    result.info.update(sampling_seconds=seconds, chains_resumed=resumed)
     return result
 
 
-def _sample(model, config: HierarchicalConfig) -> tuple:
-    """nutpie NUTS on the model's free variables: (InferenceData with every chain, seconds)."""
-    import time
+class MarginalDensity:
+    """The marginalised model's log density over unconstrained theta, for nutpie (no compilation).
 
+    theta = [log prior_scale (groups), log mismatch_scale (categories), offset (sites)], each
+    block present only when its hyperprior width is > 0. A LogNormal(0, sigma) factor is a
+    Normal(0, sigma) log factor (the Jacobian of exp cancels the 1/x of the density), so the
+    density is ``log p(y | theta)`` (:meth:`MarginalEvidence.log_evidence_and_gradient`) plus
+    independent Normal log densities, with its analytic gradient. It equals the PyMC model of
+    :func:`build_model` on the log scale; evaluated in numpy it needs no numba compilation
+    (20-50 s on the 2-core test machine), which dominated the run time of small problems.
+    """
+
+    def __init__(self, evidence: MarginalEvidence, config: HierarchicalConfig):
+        self.evidence = evidence
+        blocks = [
+            ("prior_scale", "prior_group", evidence.groups, config.prior_scale_sigma),
+            ("mismatch_scale", "category", evidence.categories, config.mismatch_scale_sigma),
+            ("offset", "site", evidence.sites, config.offset_sd_ppm),
+        ]
+        self.blocks = [(name, dim, labels, sd) for name, dim, labels, sd in blocks if sd > 0]
+        self.sd = np.concatenate([np.full(labels.size, sd) for _, _, labels, sd in self.blocks] or [np.empty(0)])
+        self.ndim = self.sd.size
+
+    def split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """The blocks of ``theta`` by variable name (log scales for the two scale factors)."""
+        sizes = [labels.size for _, _, labels, _ in self.blocks]
+        parts = np.split(theta, np.cumsum(sizes)[:-1]) if sizes else []
+        return {name: part for (name, *_), part in zip(self.blocks, parts, strict=True)}
+
+    def logp(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(log density, gradient) at unconstrained ``theta`` (-inf if the Cholesky fails)."""
+        ev, parts = self.evidence, self.split(theta)
+        log_s = parts.get("prior_scale", np.zeros(ev.groups.size))
+        log_t = parts.get("mismatch_scale", np.zeros(ev.categories.size))
+        try:
+            value, *grads = ev.log_evidence_and_gradient(log_s, log_t, parts.get("offset"))
+        except np.linalg.LinAlgError:
+            return -np.inf, np.zeros(self.ndim)
+        by_name = dict(zip(("prior_scale", "mismatch_scale", "offset"), grads, strict=True))
+        z = theta / self.sd
+        value += -0.5 * (z @ z) - np.log(self.sd).sum() - 0.5 * self.ndim * np.log(2 * np.pi)
+        gradient = np.concatenate([by_name[name] for name, *_ in self.blocks]) - z / self.sd
+        return float(value), np.ascontiguousarray(gradient, dtype=np.float64)
+
+    def expand(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """The sampled variables on their natural scale (scale factors, offsets in ppm)."""
+        parts = self.split(theta)
+        return {name: np.exp(part) if name != "offset" else part.copy() for name, part in parts.items()}
+
+    def compile(self):
+        """A nutpie model (``nutpie.compiled_pyfunc.from_pyfunc``); chains start near theta = 0."""
+        from nutpie.compiled_pyfunc import from_pyfunc
+
+        return from_pyfunc(
+            ndim=self.ndim,
+            make_logp_fn=lambda: self.logp,
+            make_expand_fn=lambda *seeds: self.expand,
+            expanded_dtypes=[np.dtype("float64")] * len(self.blocks),
+            expanded_shapes=[(labels.size,) for _, _, labels, _ in self.blocks],
+            expanded_names=[name for name, *_ in self.blocks],
+            coords={dim: pd.Index(labels) for _, dim, labels, _ in self.blocks},
+            dims={name: (dim,) for name, dim, *_ in self.blocks},
+            make_initial_point_fn=lambda seed: np.random.default_rng(seed).normal(0.0, 0.1 * self.sd),
+        )
+
+
+def _compile_pymc(problem: Problem, config: HierarchicalConfig):
+    """nutpie's numba compilation of the PyMC model of :func:`build_model`."""
     import nutpie  # imported here: PyMC, PyTensor and numba take seconds to import
 
+    model, _ = build_model(problem, config)
+    return nutpie.compile_pymc_model(model)
+
+
+def fingerprint(problem: Problem, config: HierarchicalConfig) -> str:
+    """SHA-256 (hex) of everything the sampled posterior depends on: problem arrays, labels, options."""
+    digest = hashlib.sha256(repr(sorted(asdict(config).items())).encode())
+    obs = problem.obs
+    labels = [obs[name].values.astype(str) for name in ("site", "category") if obs is not None and name in obs.coords]
+    arrays = [problem.x_prior, to_dense(problem.B), to_dense(problem.H), problem.y, problem.R.diagonal(), *labels]
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _nutpie_run(compiled, config: HierarchicalConfig, chains: int, seed: int):
+    import nutpie  # imported here: PyMC, PyTensor and numba take seconds to import
+
+    settings = {"draws": config.draws, "tune": config.tune, "progress_bar": False, "save_warmup": False}
+    return nutpie.sample(compiled, chains=chains, seed=seed, **settings)
+
+
+def _sample(compile_model: Callable, config: HierarchicalConfig) -> tuple:
+    """nutpie NUTS, all chains in one run: (InferenceData, seconds including compilation)."""
     start = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(model)
-    idata = nutpie.sample(
-        compiled,
-        draws=config.draws,
-        tune=config.tune,
-        chains=config.chains,
-        seed=config.seed,
-        progress_bar=False,
-        save_warmup=False,
-    )
+    idata = _nutpie_run(compile_model(), config, config.chains, config.seed)
     return idata, time.perf_counter() - start
+
+
+def _sample_with_checkpoint(
+    compile_model: Callable,
+    config: HierarchicalConfig,
+    path: Path,
+    expected: str,
+    on_chain: Callable[[int, Path], None] | None,
+) -> tuple:
+    """Chain by chain, saving after each: (chains read from ``path``, InferenceData, seconds)."""
+    import arviz as az
+
+    start = time.perf_counter()
+    done = _read_checkpoint(path, expected)
+    resumed = 0 if done is None else done.posterior.sizes["chain"]
+    if resumed < config.chains:
+        compiled = compile_model()
+    for chain in range(resumed, config.chains):
+        seed = int(np.random.SeedSequence([config.seed, chain]).generate_state(1)[0])
+        one = _nutpie_run(compiled, config, 1, seed)
+        one = az.InferenceData(**{g: one[g].assign_coords(chain=[chain]) for g in CHECKPOINT_GROUPS})
+        done = one if done is None else az.concat(done, one, dim="chain")
+        done.posterior.attrs[FINGERPRINT_ATTR] = expected
+        with atomic_path(path) as tmp:
+            done.to_netcdf(str(tmp))
+        if on_chain is not None:
+            on_chain(chain, path)
+    return resumed, done, time.perf_counter() - start
+
+
+def _read_checkpoint(path: Path, expected: str):
+    """The InferenceData saved at ``path`` (None if there is no file), after checking its fingerprint."""
+    import arviz as az
+
+    if not path.exists():
+        return None
+    try:
+        idata = az.from_netcdf(str(path))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"hierarchical: checkpoint {path} is not a readable ArviZ netCDF file ({error}); "
+            "delete it or choose another checkpoint path"
+        ) from error
+    found = idata.posterior.attrs.get(FINGERPRINT_ATTR) if "posterior" in idata.groups() else None
+    if found != expected:
+        raise ValueError(
+            f"hierarchical: checkpoint {path} was written for a different problem or options "
+            f"({FINGERPRINT_ATTR} {found!r}, this run {expected!r}); delete it to start afresh "
+            "or choose another checkpoint path"
+        )
+    return az.InferenceData(**{g: idata[g].load() for g in CHECKPOINT_GROUPS})
 
 
 def _posterior(problem: Problem, config: HierarchicalConfig, evidence: MarginalEvidence | None, idata) -> Posterior:
