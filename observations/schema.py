@@ -130,6 +130,8 @@ MEASURABLE = ("[]", "1/[time]", "[mass]/[time]", "[mass]/[length]**2/[time]", "[
 @functools.cache
 def _dimension_ok(units: str) -> bool | None:
     """True if ``units`` measure one of :data:`MEASURABLE`, False if not, None if pint cannot parse them."""
+    if not units.strip():
+        return None
     try:
         dimensionality = ureg.Quantity(1.0, units).dimensionality
     except (pint.PintError, ValueError, TypeError, AttributeError, AssertionError, SyntaxError):
