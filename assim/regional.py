@@ -30,7 +30,7 @@ import observations
 from assim.covariance import DiagonalCovariance, ExponentialCorrelation, StackedCovariance, prior_covariance
 from assim.posterior import Posterior
 from assim.problem import Problem
-from assim.state import StateVector, month_starts
+from assim.state import TRANSCOM3_LAND, StateVector, month_starts
 from assim.summary import summarize
 from assim.transport import FootprintTransport
 from assim.transport.stack import ColumnStack
@@ -142,10 +142,11 @@ def regional_prior(config: RegionalConfig, state: StateVector) -> tuple[np.ndarr
         for name in ("flux", "flux_sd"):
             if name not in ds or set(ds[name].dims) != {"time", "region"}:
                 raise ValueError(f"{config.prior}: needs {name!r} over (time, region); has {sorted(ds.data_vars)}")
-        missing = sorted(set(state.region) - set(ds["region"].values.astype(str)))
+        names = prior_region_names(ds["region"].values.astype(str), state.regions)
+        missing = [region for region, name in zip(state.region, names, strict=True) if name is None]
         if missing:
             raise ValueError(f"{config.prior}: no prior for regions {missing} of the mask (has {ds['region'].values})")
-        wanted = ds.sel(region=list(state.region)).reindex(time=state.time)
+        wanted = ds.sel(region=names).reindex(time=state.time)
         if wanted["flux"].isnull().any() or wanted["flux_sd"].isnull().any():
             raise ValueError(
                 f"{config.prior}: the prior does not cover every state month {state.time[0]}..{state.time[-1]}"
@@ -154,6 +155,20 @@ def regional_prior(config: RegionalConfig, state: StateVector) -> tuple[np.ndarr
             convert(wanted[name].transpose("time", "region").values, ds[name].attrs.get("units", "PgC yr-1"), "PgC/yr")
             for name in ("flux", "flux_sd")
         )
+
+
+def prior_region_names(available: np.ndarray, regions: xr.Dataset) -> list[str | None]:
+    """The prior's region for each state region: the same name, else the TransCom-3 land region of its code.
+
+    A mask without CF flag meanings names its regions "region <code>"; a prior over the
+    TransCom-3 land regions (as ``assim prior`` writes) then matches by code (1-11).
+    """
+    available = set(available.tolist())
+    out = []
+    for name, code in zip(regions["region"].values, regions["region_id"].values, strict=True):
+        transcom = TRANSCOM3_LAND.get(int(code))
+        out.append(str(name) if name in available else transcom if transcom in available else None)
+    return out
 
 
 def background(config: RegionalConfig, obs: xr.Dataset) -> np.ndarray:

@@ -14,8 +14,9 @@ from assim.cli import main
 from assim.config import ConfigError, config_from_dict, load_config
 from assim.covariance import to_dense
 from assim.pipeline import run
-from assim.regional import DOMAIN_TOTAL, regional_problem, write_twin_case
+from assim.regional import DOMAIN_TOTAL, RegionalConfig, regional_problem, write_twin_case
 from assim.solvers import solve
+from assim.state import StateVector, month_starts
 from assim.transport import make_transport
 
 
@@ -110,3 +111,59 @@ def test_observation_dataset_files_read_back_unchanged(twin: Path) -> None:
         np.testing.assert_array_equal(ds["value"].values, raw["value"].values)
         assert ds["value"].attrs["units"] == "ppm"
     assert ds.attrs["source_file"] == path.name
+
+
+@pytest.mark.realdata
+def test_real_tacolneston_footprints_through_the_regional_case(shared_data: Path, tmp_path: Path) -> None:
+    """The real TAC NAME footprints (ACRG layout) on the TransCom mask, with a prior over TransCom names."""
+    folder = shared_data / "transport_footprints" / "openghg_test"
+    options = {
+        "directory": str(folder),
+        "pattern": "TAC-*.nc",
+        "region_mask": str(shared_data / "regions" / "TRANSCOM_mask_original_1x1.nc"),
+        "mask_variable": "mask64",
+        "store": str(tmp_path / "H.zarr"),
+    }
+    transport = make_transport("footprints", **options)
+    table = transport.releases()
+    n_obs = table.sizes["obs"]
+    rng = np.random.default_rng(7)
+    obs = observations.observation_dataset(
+        400.0 + rng.normal(0.0, 2.0, n_obs),  # replaced below once H is known
+        np.full(n_obs, 2.0),
+        units="ppm",
+        time=table["time"].values,
+        latitude=table["release_latitude"].values,
+        longitude=table["release_longitude"].values,
+        altitude=np.full(n_obs, 100.0),
+        site=np.full(n_obs, "tac"),  # lower case on purpose: sites match in any case
+        platform="tower",
+        category="continental",
+        data_vars={"background": ("obs", np.full(n_obs, 400.0), {"units": "ppm"})},
+    )
+    prior = xr.Dataset(
+        {"flux": (("time", "region"), [[-0.5]]), "flux_sd": (("time", "region"), [[0.3]])},
+        coords={"time": [np.datetime64("2014-07-01", "ns")], "region": ["Europe"]},
+    )
+    for name in ("flux", "flux_sd"):
+        prior[name].attrs["units"] = "PgC yr-1"
+    prior.to_netcdf(tmp_path / "prior.nc")
+    config = RegionalConfig(
+        observations=(str(tmp_path / "obs.nc"),), add_mismatch=False, region_ids=(11,), prior=str(tmp_path / "prior.nc")
+    )
+    state = StateVector(month_starts("2014-07", "2014-07"), transport.regions([11]))
+    h = transport.jacobian(state, obs).todense()[:, 0]
+    assert h.shape == (73,) and (h > 0).all()
+    truth = -1.2
+    obs["value"] = ("obs", 400.0 + h * truth + rng.normal(0.0, 2.0, n_obs), obs["value"].attrs)
+    obs.to_netcdf(tmp_path / "obs.nc")
+    problem, _ = regional_problem(config, transport)
+    assert list(problem.state.region) == ["region 11"]  # no flag meanings in this mask; matched to "Europe" by code
+    post = solve(problem, method="analytic")
+    # independent: the scalar Gaussian update
+    y = obs["value"].values - 400.0
+    precision = 1 / 0.3**2 + h @ h / 2.0**2
+    mean = -0.5 + (h @ (y - h * -0.5) / 2.0**2) / precision
+    assert post.mean[0] == pytest.approx(mean, rel=1e-10)
+    assert post.sd[0] == pytest.approx(precision**-0.5, rel=1e-10)
+    assert post.sd[0] < 0.3
