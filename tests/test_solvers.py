@@ -94,6 +94,29 @@ def test_variational_raises_with_the_last_result_when_not_converged() -> None:
     assert info.value.result.info["iterations"] == 3
 
 
+def test_variational_bounds() -> None:
+    """Inactive bounds change nothing; active ones give the bounded least-squares minimiser (BVLS)."""
+    from scipy.optimize import lsq_linear
+
+    p = small_problem(seed=0, n_obs=60)
+    free = solve(p, method="variational")
+    same = solve(p, method="variational", bounds=(free.mean.min() - 1, free.mean.max() + 1))
+    np.testing.assert_array_equal(same.mean, free.mean)
+    assert same.info["active_bounds"].size == 0
+    lower, upper = np.quantile(free.mean, [0.2, 0.7])
+    post = solve(p, method="variational", bounds=(lower, np.full(p.n, upper)))
+    assert (post.mean >= lower).all() and (post.mean <= upper).all() and post.info["active_bounds"].size > 10
+    np.testing.assert_array_equal(post.sd, free.sd)  # the unbounded Gaussian covariance
+    # reference: min |L^-1 (x - x_b)|^2 + |R^-1/2 (H x - y)|^2 subject to the bounds, dense BVLS
+    L_inv = scipy.linalg.solve_triangular(scipy.linalg.cholesky(to_dense(p.B), lower=True), np.eye(p.n), lower=True)
+    r = np.sqrt(p.R.diagonal())
+    A = np.vstack([L_inv, to_dense(p.H) / r[:, None]])
+    reference = lsq_linear(A, np.r_[L_inv @ p.x_prior, p.y / r], bounds=(lower, upper), method="bvls", tol=1e-14).x
+    np.testing.assert_allclose(post.mean, reference, atol=1e-6 * np.abs(reference).max())
+    with pytest.raises(ValueError, match="lower > upper at state index 0"):
+        solve(p, method="variational", bounds=(1.0, 0.0))
+
+
 def test_every_approximate_solver_is_registered() -> None:
     for name in ("variational", "ensemble", "hierarchical"):
         assert name in SOLVERS and SOLVERS[name].exact is False

@@ -20,6 +20,13 @@ is positive, A_k >= A, and 0 <= w^T (A_k - A) w <= (1 - 1/lambda_{k+1}) w^T B w 
 linear combination w: the reported ``truncation_bound`` is 1 - 1/theta* with theta* the largest
 Ritz value not kept (0 when the Krylov space is exhausted and every Ritz pair is kept; the
 bound then covers the directions the Krylov space reached, which is all of them for generic d).
+
+Optional bounds ``lower <= x <= upper`` (PgC/yr): when the unbounded minimiser violates them, the
+cost is minimised again with L-BFGS-B (Byrd et al. 1995) in the prior-sd-scaled variable
+z = (x - x_b) / sd (a box stays a box), from the clipped unbounded solution. The posterior
+covariance stays the unbounded Gaussian one (the Hessian of the quadratic cost, here its
+low-rank Lanczos form) evaluated at the bounded optimum: it ignores the truncation of the
+posterior at the bounds, so it overstates the spread next to an active bound.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ def solve_variational(
     max_iter: int | None = None,
     rank: int | None = None,
     ritz_tol: float = 1e-6,
+    bounds: tuple[np.ndarray | float | None, np.ndarray | float | None] | None = None,
 ) -> Posterior:
     """Lanczos-CG minimisation of the cost with a low-rank posterior covariance.
 
@@ -87,13 +95,18 @@ def solve_variational(
         Keep at most this many leading Ritz pairs, and stop iterating once they converged.
     ritz_tol : float
         A Ritz pair is kept only if its residual |beta_k s_ki| <= ritz_tol * theta_i.
+    bounds : (lower, upper), optional
+        Bounds on x in PgC/yr (positive to the atmosphere), each a scalar, an (n,) array or None
+        (unbounded); +-inf allowed. See the module docstring for what the covariance then means.
 
     Returns
     -------
     Posterior
         ``covariance`` a :class:`~assim.posterior.LowRankCovariance`; ``info`` has
         ``iterations``, ``gradient_reduction``, ``rank`` (Ritz pairs kept), ``ritz_values``
-        (kept), ``ritz_vectors`` (kept, control space) and ``truncation_bound`` (module docstring).
+        (kept), ``ritz_vectors`` (kept, control space) and ``truncation_bound`` (module docstring);
+        with ``bounds`` also ``active_bounds`` (indices of x at a bound, empty if the unbounded
+        solution already satisfies them) and ``bounded_iterations`` (L-BFGS-B iterations).
     """
     max_iter = problem.n if max_iter is None else min(max_iter, problem.n)
     if max_iter < 1:
@@ -125,7 +138,66 @@ def solve_variational(
             "raise max_iter or gtol",
             result,
         )
+    return result if bounds is None else _bounded(problem, result, bounds, gtol)
+
+
+def _bounded(problem: Problem, unbounded: Posterior, bounds: tuple, gtol: float) -> Posterior:
+    """The minimiser of the cost within ``bounds`` (L-BFGS-B in z = (x - x_b) / sd), same covariance."""
+    from scipy.optimize import Bounds, minimize
+
+    n = problem.n
+    lower, upper = (
+        np.broadcast_to(np.asarray(default if b is None else b, dtype=float), (n,))
+        for b, default in zip(bounds, (-np.inf, np.inf), strict=True)
+    )
+    if np.any(lower > upper):
+        first = int(np.flatnonzero(lower > upper)[0])
+        raise ValueError(
+            f"variational: bounds have lower > upper at state index {first} ({lower[first]} > {upper[first]}); "
+            "give lower <= upper (PgC/yr)"
+        )
+    info = dict(unbounded.info, active_bounds=np.zeros(0, dtype=int), bounded_iterations=0)
+    if np.all((unbounded.mean >= lower) & (unbounded.mean <= upper)):
+        return Posterior(problem, unbounded.mean, unbounded.covariance, method="variational", info=info)
+    x_b, H, R = problem.x_prior, problem.H, problem.R
+    sd = np.sqrt(problem.B.diagonal())
+    B_solve = _prior_solver(problem.B)
+
+    def cost(z: np.ndarray) -> tuple[float, np.ndarray]:
+        dx = sd * z
+        Bi_dx = B_solve(dx)
+        residual = H.matvec(x_b + dx) - problem.y
+        Ri_residual = R.solve(residual)
+        return 0.5 * (dx @ Bi_dx + residual @ Ri_residual), sd * (Bi_dx + H.rmatvec(Ri_residual))
+
+    z_bounds = Bounds((lower - x_b) / sd, (upper - x_b) / sd)
+    start = (np.clip(unbounded.mean, lower, upper) - x_b) / sd
+    tolerance = gtol * np.abs(cost(np.zeros(n))[1]).max()  # as for the unbounded gradient reduction
+    opt = minimize(
+        cost,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=z_bounds,
+        options={"gtol": tolerance, "ftol": 1e-15, "maxiter": 20 * n, "maxcor": 30},
+    )
+    mean = np.clip(x_b + sd * opt.x, lower, upper)
+    info |= {
+        "bounded_iterations": int(opt.nit),
+        "active_bounds": np.flatnonzero((mean <= lower) | (mean >= upper)),
+    }
+    result = Posterior(problem, mean, unbounded.covariance, method="variational", info=info)
+    if not opt.success:
+        raise ConvergenceError(f"variational: bounded minimisation (L-BFGS-B) stopped: {opt.message}", result)
     return result
+
+
+def _prior_solver(B: LinearOperator):
+    """x -> B^-1 x: the operator's own ``solve`` if it has one, else a dense Cholesky."""
+    if hasattr(B, "solve"):
+        return B.solve
+    factor = scipy.linalg.cho_factor(to_dense(B), lower=True)
+    return lambda x: scipy.linalg.cho_solve(factor, x)
 
 
 class _Lanczos:
