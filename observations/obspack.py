@@ -88,7 +88,9 @@ def _missing(raw: np.ndarray, fills: tuple[np.float64, ...]) -> np.ndarray:
     return missing
 
 
-def _floats(raw: np.ndarray, fills: tuple[np.float64, ...] = (), factor: float = 1.0, dtype: type = np.float64):
+def _floats(
+    raw: np.ndarray, fills: tuple[np.float64, ...] = (), factor: float = 1.0, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
     """``raw`` as ``dtype`` times ``factor``, with its fill and missing values as NaN (one file's column or chunk)."""
     out = raw.astype(dtype)
     if factor != 1.0:
@@ -108,10 +110,6 @@ def _floats_of(var: netCDF4.Variable, factor: float = 1.0, *, as_stored: bool = 
     """
     dtype = var.dtype if as_stored and var.dtype.kind == "f" else np.dtype(np.float64)
     return functools.partial(_floats, fills=_fills(var), factor=factor, dtype=dtype)
-
-
-def _units(variables: dict[str, netCDF4.Variable]) -> str:
-    return str(getattr(variables["time"], "units", ""))
 
 
 def _check_present(path: Path, name: str, raw: np.ndarray, fills: tuple[np.float64, ...]) -> None:
@@ -189,12 +187,10 @@ def _open(path: Path) -> netCDF4.Dataset:
 def _check_plausible(path: Path, raw: np.ndarray, missing: np.ndarray, floats: functools.partial, species: str) -> None:
     """:func:`check_plausible` on the usable values; their range is found as stored first (no float copy)."""
     usable = ~missing
-    extremes = [
-        reduce(raw, where=usable, initial=start)
-        for reduce, start in ((np.fmin.reduce, np.inf), (np.fmax.reduce, -np.inf))
-    ]
-    low, high = SPECIES[species][1]
-    if not (low <= min(extremes) * floats.keywords["factor"] <= max(extremes) * floats.keywords["factor"] <= high):
+    factor, (low, high) = floats.keywords["factor"], SPECIES[species][1]  # unit factors are > 0
+    smallest = np.fmin.reduce(raw, where=usable, initial=np.inf) * factor
+    largest = np.fmax.reduce(raw, where=usable, initial=-np.inf) * factor
+    if not low <= smallest <= largest <= high:  # also with no usable value, where check_plausible finds nothing
         check_plausible(path, floats(raw), species, "value")
 
 
@@ -272,9 +268,10 @@ def read_obspack_file(
         needed = {name: _variable(path, nc, name) for name in _NEEDED}
         optional = {name: _variable(path, nc, name) for name in _OPTIONAL if name in nc.variables}
         unc_name = next((name for name in ("value_unc", "value_std_dev") if name in optional), None)
+        time_units = str(getattr(needed["time"], "units", ""))
         sources = {  # column -> (file variable, numpy transform of one file's column or of a chunk of it)
             "value": ("value", _floats_of(needed["value"], _factor(path, needed["value"], None, units_out))),
-            "time": ("time", functools.partial(_times, fills=_fills(needed["time"]), path=path, units=_units(needed))),
+            "time": ("time", functools.partial(_times, fills=_fills(needed["time"]), path=path, units=time_units)),
             **{name: (name, _floats_of(nc.variables[name])) for name in _PLACE[:3]},
         }
         if "intake_height" in optional:
@@ -404,11 +401,16 @@ def read_obspack(
     sizes = [p["size"] for p in parts]
 
     def stack(name: str) -> np.ndarray:
-        """Column ``name`` of every file end to end (a file's scalar broadcast to its records)."""
-        columns = [np.broadcast_to(p[name], (size,)) for p, size in zip(parts, sizes, strict=True)]
-        if len(parts) == 1:  # no copy: a 1-D column as read, a scalar as a read-only view
-            return parts[0][name] if np.ndim(parts[0][name]) else columns[0]
-        return np.concatenate(columns)
+        """Column ``name`` of every file end to end (a file's scalar broadcast to its records).
+
+        No copy for one file's column, nor for a scalar every file shares (platform, scale, ...):
+        a read-only view of the one value, not 1e6 strings."""
+        values = [p[name] for p in parts]
+        if len(parts) == 1 and np.ndim(values[0]):
+            return values[0]
+        if all(np.ndim(v) == 0 for v in values) and len({str(v) for v in values}) == 1:
+            return np.broadcast_to(values[0], (sum(sizes),))
+        return np.concatenate([np.broadcast_to(v, (size,)) for v, size in zip(values, sizes, strict=True)])
 
     if sum(sizes) == 0:
         raise fail(path, "no usable observations (all values missing or rejected)")
