@@ -316,7 +316,7 @@ def read_obspack_file(
     project = str(attrs.get("dataset_project", "surface-")).split("-")[0].lower()
     return {
         "value": columns["value"],
-        "uncertainty": np.fmax(unc, UNCERTAINTY_FLOOR[species]),  # NaN (none given) -> the floor
+        "uncertainty": np.fmax(unc, np.float64(UNCERTAINTY_FLOOR[species])),  # float64; NaN (none given) -> the floor
         "value_unc": unc,
         "time": columns["time"],
         "latitude": columns["latitude"],
