@@ -92,11 +92,9 @@ def _floats(
     raw: np.ndarray, fills: tuple[np.float64, ...] = (), factor: float = 1.0, dtype: np.dtype | type = np.float64
 ) -> np.ndarray:
     """``raw`` as ``dtype`` times ``factor``, with its fill and missing values as NaN (one file's column or chunk)."""
-    out = raw.astype(dtype)
-    if factor != 1.0:
-        out *= factor
+    out = np.multiply(raw, factor, dtype=dtype) if factor != 1.0 else raw.astype(dtype)  # one pass, a new array
     for fill in fills:
-        hit = raw == fill  # compared before scaling, as stored
+        hit = raw == fill  # compared as stored
         if hit.any():
             out[hit] = np.nan
     return out
@@ -114,6 +112,8 @@ def _floats_of(var: netCDF4.Variable, factor: float = 1.0, *, as_stored: bool = 
 
 def _check_present(path: Path, name: str, raw: np.ndarray, fills: tuple[np.float64, ...]) -> None:
     """Raise at the first NaN or fill value of ``raw`` (boolean masks only: no float copy of the column)."""
+    if raw.dtype.kind != "f" and not fills:  # integers without a fill value cannot be missing
+        return
     missing = _missing(raw, fills)
     if missing.any():
         raise fail(path, f"variable {name!r} is missing at obs {int(np.flatnonzero(missing)[0])}")
@@ -130,7 +130,7 @@ def _times(raw: np.ndarray, fills: tuple[np.float64, ...], path: Path, units: st
                 path, f"variable 'time' has units {units!r}, expected 'seconds since 1970-01-01 00:00:00'"
             ) from err
         return np.asarray(dates, dtype="datetime64[ns]")
-    if raw.size and not (-9.2e9 < raw.min() and raw.max() < 9.2e9):
+    if raw.size and raw.dtype.itemsize > 4 and not (-9.2e9 < raw.min() and raw.max() < 9.2e9):  # int32 cannot
         raise fail(path, f"variable 'time' reaches {raw.max():g} s since 1970: beyond datetime64[ns] (year 2262)")
     if raw.dtype.kind == "f":
         return np.multiply(raw, 1e9, dtype=np.float64).astype(np.int64).view("datetime64[ns]")
@@ -147,8 +147,9 @@ def _rejected_by_qcflag(nc: netCDF4.Dataset, n: int) -> np.ndarray:
         return np.zeros(n, bool)
     raw = np.asarray(var[:]).view(np.uint8)
     rejected = _REJECTS[raw[:, 0]]
-    if raw.shape[1] > 1 and rejected.any():
-        rejected &= (raw[:, 0] != ord("N")) | (raw[:, 1] != ord("A"))
+    if raw.shape[1] > 1:  # "NA" (no flag): looked at only where the first byte rejected (few records)
+        flagged = np.flatnonzero(rejected)
+        rejected[flagged[(raw[flagged, 0] == ord("N")) & (raw[flagged, 1] == ord("A"))]] = False
     return rejected
 
 
@@ -184,9 +185,8 @@ def _open(path: Path) -> netCDF4.Dataset:
     return nc
 
 
-def _check_plausible(path: Path, raw: np.ndarray, missing: np.ndarray, floats: functools.partial, species: str) -> None:
+def _check_plausible(path: Path, raw: np.ndarray, usable: np.ndarray, floats: functools.partial, species: str) -> None:
     """:func:`check_plausible` on the usable values; their range is found as stored first (no float copy)."""
-    usable = ~missing
     factor, (low, high) = floats.keywords["factor"], SPECIES[species][1]  # unit factors are > 0
     smallest = np.fmin.reduce(raw, where=usable, initial=np.inf) * factor
     largest = np.fmax.reduce(raw, where=usable, initial=-np.inf) * factor
@@ -224,26 +224,26 @@ def _check_length(path: Path, name: str, column: np.ndarray, n: int) -> np.ndarr
     return column
 
 
-def _per_file(raw: np.ndarray, select: np.ndarray | slice, func: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``func(raw[select])``, or ``func`` of its one value as a 0-d array when every record has it (a fixed site)."""
-    if raw.size and raw.min() == raw.max():  # False with NaN
-        return func(raw[:1]).reshape(())
-    return func(raw[select])
-
-
 #: Plausible range of the place columns (altitude and intake height unchecked).
 _RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 360.0)}
 
 
-def _check_range(path: Path, name: str, column: np.ndarray, usable: np.ndarray) -> None:
-    """Raise at the first usable record of ``column`` outside :data:`_RANGES` (min/max first: no mask when fine)."""
-    low, high = _RANGES.get(name, (-np.inf, np.inf))
-    if column.min() >= low and column.max() <= high:
-        return
-    bad = usable & ~((column >= low) & (column <= high))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise fail(path, f"variable {name!r}: obs {i} is {column[i]}, outside {low:g}..{high:g}")
+def _place(
+    path: Path, name: str, raw: np.ndarray, usable: np.ndarray, select: np.ndarray | slice, func: Callable
+) -> np.ndarray:
+    """Place column ``name``: checked against :data:`_RANGES` on the usable records, then ``func(raw[select])``,
+    or ``func`` of its one value as a 0-d array when every record has it (a fixed site). min/max first: no
+    masks and no copies when the column is in range and constant."""
+    low, high = (raw.min(), raw.max()) if raw.size else (0, 0)
+    allowed = _RANGES.get(name, (-np.inf, np.inf))
+    if not allowed[0] <= low <= high <= allowed[1]:
+        bad = usable & ~((raw >= allowed[0]) & (raw <= allowed[1]))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise fail(path, f"variable {name!r}: obs {i} is {raw[i]}, outside {allowed[0]:g}..{allowed[1]:g}")
+    if raw.size and low == high:  # False with NaN
+        return func(raw[:1]).reshape(())
+    return func(raw[select])
 
 
 #: Flag (0 usable, 1 provider qcflag, 3 obs_flag 0) -> ``flag_reason``.
@@ -292,8 +292,9 @@ def read_obspack_file(
             local = obs_flag[:] == 0
         for name, column in (("qcflag", rejected), ("obs_flag", local)):
             _check_length(path, name, column, n)
-        _check_plausible(path, raw, missing, sources["value"][1], species)
-        keep = ~missing & (keep_rejected | ~(rejected | local))
+        usable = ~missing
+        _check_plausible(path, raw, usable, sources["value"][1], species)
+        keep = usable & (keep_rejected | ~(rejected | local))
         attrs = {name: nc.getncattr(name) for name in nc.ncattrs()}
         if not chunks:  # one column at a time, each file array freed before the next is read: little memory in flight
             select = slice(None) if keep.all() else keep  # nothing to leave out: no copies
@@ -303,9 +304,8 @@ def read_obspack_file(
                     raw = _check_length(path, name, nc.variables[var][:], n)  # the last column read is freed first
                     if name == "time":
                         _check_present(path, name, raw, func.keywords["fills"])  # in every record, kept or not
-                    if name in _RANGES:
-                        _check_range(path, name, raw, ~missing)
-                    columns[name] = _per_file(raw, select, func) if name in _PLACE else func(raw[select])
+                    place = name in _PLACE
+                    columns[name] = _place(path, name, raw, usable, select, func) if place else func(raw[select])
     if chunks:
         columns = _lazy_columns(path, sources, keep, chunks)
     flag = np.zeros(int(keep.sum()), np.int8)
