@@ -228,10 +228,8 @@ def _check_length(path: Path, name: str, column: np.ndarray, n: int) -> np.ndarr
 _RANGES = {"latitude": (-90.0, 90.0), "longitude": (-180.0, 360.0)}
 
 
-def _place(
-    path: Path, name: str, raw: np.ndarray, usable: np.ndarray, select: np.ndarray | slice, func: Callable
-) -> np.ndarray:
-    """Place column ``name``: checked against :data:`_RANGES` on the usable records, then ``func(raw[select])``,
+def _place(path: Path, name: str, raw: np.ndarray, usable: np.ndarray, pick: Callable, func: Callable) -> np.ndarray:
+    """Place column ``name``: checked against :data:`_RANGES` on the usable records, then ``func(pick(raw))``,
     or ``func`` of its one value as a 0-d array when every record has it (a fixed site). min/max first: no
     masks and no copies when the column is in range and constant."""
     low, high = (raw.min(), raw.max()) if raw.size else (0, 0)
@@ -243,7 +241,18 @@ def _place(
             raise fail(path, f"variable {name!r}: obs {i} is {raw[i]}, outside {allowed[0]:g}..{allowed[1]:g}")
     if raw.size and low == high:  # False with NaN
         return func(raw[:1]).reshape(())
-    return func(raw[select])
+    return func(pick(raw))
+
+
+def _picker(keep: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``pick(column)`` = the kept records of a column, in one scratch buffer that the next pick overwrites
+    (every transform makes a new array), so 1e6-record files need no fresh temporary per column."""
+    if keep.all():
+        return lambda column: column
+    scratch = np.empty(int(keep.sum()) * 8, np.uint8)  # room for any numeric type up to 8 bytes
+    return lambda column: np.compress(
+        keep, column, out=scratch[: scratch.size // 8 * column.itemsize].view(column.dtype)
+    )
 
 
 #: Flag (0 usable, 1 provider qcflag, 3 obs_flag 0) -> ``flag_reason``.
@@ -277,7 +286,7 @@ def read_obspack_file(
         if "intake_height" in optional:
             sources["intake_height"] = ("intake_height", _floats_of(optional["intake_height"], as_stored=True))
         if "obspack_num" in optional:
-            sources["obspack_num"] = ("obspack_num", functools.partial(np.asarray, dtype=optional["obspack_num"].dtype))
+            sources["obspack_num"] = ("obspack_num", functools.partial(np.array, dtype=optional["obspack_num"].dtype))
         if unc_name:
             unc_units = getattr(optional[unc_name], "units", needed["value"].units)
             factor = _factor(path, optional[unc_name], unc_units, units_out)
@@ -297,15 +306,15 @@ def read_obspack_file(
         keep = usable & (keep_rejected | ~(rejected | local))
         attrs = {name: nc.getncattr(name) for name in nc.ncattrs()}
         if not chunks:  # one column at a time, each file array freed before the next is read: little memory in flight
-            select = slice(None) if keep.all() else keep  # nothing to leave out: no copies
-            columns = {"value": sources["value"][1](raw[select])}
+            pick = _picker(keep)
+            columns = {"value": sources["value"][1](pick(raw))}
             for name, (var, func) in sources.items():
                 if name != "value":
                     raw = _check_length(path, name, nc.variables[var][:], n)  # the last column read is freed first
                     if name == "time":
                         _check_present(path, name, raw, func.keywords["fills"])  # in every record, kept or not
                     place = name in _PLACE
-                    columns[name] = _place(path, name, raw, usable, select, func) if place else func(raw[select])
+                    columns[name] = _place(path, name, raw, usable, pick, func) if place else func(pick(raw))
     if chunks:
         columns = _lazy_columns(path, sources, keep, chunks)
     flag = np.zeros(int(keep.sum()), np.int8)
