@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+CALIBRATED = ("analytic", "variational", "ensemble", "hierarchical")
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
 PEER_PYTHON = Path(__file__).resolve().parents[2] / ".venv-peer" / "bin" / "python"
 
@@ -219,7 +220,8 @@ def case_nowcast(years: int, n_region: int, sites: int) -> dict:
     }
 
 
-def case_calibration(worlds: dict[str, int]) -> list[dict]:
+def case_calibration(worlds: dict[str, int], options: dict[str, dict]) -> list[dict]:
+    """Coverage over ``worlds[method]`` seeded OSSE worlds, solving each with ``options[method]``."""
     from scipy.stats import norm
 
     from assim import solve
@@ -238,7 +240,7 @@ def case_calibration(worlds: dict[str, int]) -> list[dict]:
             problem = world_problem(world, config, regions, transport)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                post = solve(problem, method=method)
+                post = solve(problem, method=method, **options.get(method, {}))
             weights = annual_mean_weights(post.state, land_aggregates(regions)).isel(aggregate=slice(0, 11))
             totals = post.aggregate(weights)
             truth = (weights * world.truth).sum(("time", "region"))
@@ -250,6 +252,7 @@ def case_calibration(worlds: dict[str, int]) -> list[dict]:
                 "n": problem.n,
                 "m": problem.m,
                 "worlds": count,
+                **options.get(method, {}),
                 "intervals": int(z.size),
                 "seconds": time.perf_counter() - t0,
                 "coverage_1sigma": float((z <= norm.ppf(0.841345)).mean()),
@@ -412,8 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variational-n", type=int, nargs="+", default=[1000, 2000, 5000, 10000, 20000])
     parser.add_argument("--variational-m", type=int, default=500)
     parser.add_argument("--nowcast-years", type=int, default=30)
-    parser.add_argument("--worlds", type=int, default=200, help="OSSE worlds for variational and ensemble")
-    parser.add_argument("--hierarchical-worlds", type=int, default=20)
+    parser.add_argument("--worlds", type=int, default=200, help="OSSE worlds per solver (calibration)")
+    parser.add_argument("--calibration-methods", nargs="+", default=list(CALIBRATED))
+    parser.add_argument("--calibration-draws", type=int, default=200, help="hierarchical draws (= tune) per chain")
     args = parser.parse_args(argv)
     if args.peer_worker:
         peer_worker(args.peer_worker, args.n, args.m, args.tune, args.draws, args.chains, args.seed)
@@ -427,8 +431,10 @@ def main(argv: list[str] | None = None) -> None:
         elif case == "nowcast":
             emit(case_nowcast(args.nowcast_years, 22, 12))
         elif case == "calibration":
+            draws = args.calibration_draws
             case_calibration(
-                {"variational": args.worlds, "ensemble": args.worlds, "hierarchical": args.hierarchical_worlds}
+                dict.fromkeys(args.calibration_methods, args.worlds),
+                {"hierarchical": {"draws": draws, "tune": draws, "chains": 2}},
             )
         elif case == "peer":
             emit(case_peer(args.n, args.m, args.tune, args.draws, args.chains, args.seed, args.peer_python))

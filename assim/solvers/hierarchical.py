@@ -177,8 +177,12 @@ class MarginalEvidence:
         single = self.groups.size == 1 and self.categories.size == 1
         if form == "eigen" and not single:
             raise ValueError("hierarchical: form 'eigen' needs one prior-scale group and one mismatch category")
+        self.basis, self.work_index = None, self.group_index  # group of each working state element
+        if self.groups.size == 1 and form != "observation":
+            self._reduce()
+        self.n = self.H.shape[1]
         if form == "auto":
-            form = "eigen" if single else "state" if problem.n <= problem.m else "observation"
+            form = "eigen" if single else "state" if self.n <= problem.m else "observation"
         self.form = form
         if self.form == "observation":
             self._precompute_observation()
@@ -189,8 +193,31 @@ class MarginalEvidence:
             self.VE = self.V.T @ self.E[0]
             self.logdet_B0 = 2 * np.log(np.diagonal(self.B0_chol)).sum()
 
+    def _reduce(self) -> None:
+        """Work in the row space of H when rank(H) = r < n (one prior-scale factor only).
+
+        With Q (n, r) an orthonormal basis of that space, H = (H Q) Q^T, so y depends on x only
+        through z = Q^T x: the evidence is that of the r-dimensional problem (H Q, Q^T B Q),
+        and x | z, y = x | z is the prior conditional, x - x_b = T (z - z_b) + residual with
+        T = B Q (Q^T B Q)^-1 and residual ~ N(0, s^2 (B - T Q^T B Q T^T)). Exact: only singular
+        values below 1e-12 of the largest are dropped (a transport model that sees band totals
+        only, say, has r far below n).
+        """
+        _, singular, vt = np.linalg.svd(self.H, full_matrices=False)
+        rank = int((singular > 1e-12 * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
+        if rank >= self.problem.n or rank == 0:
+            return
+        self.basis = vt[:rank].T
+        B_reduced = self.basis.T @ self.B0 @ self.basis
+        self.lift = scipy.linalg.solve(B_reduced, self.basis.T @ self.B0, assume_a="pos").T
+        self.residual_cov = self.B0 - self.lift @ B_reduced @ self.lift.T
+        self.full_chol = self.B0_chol
+        self.H, self.B0 = self.H @ self.basis, B_reduced
+        self.B0_chol = scipy.linalg.cholesky(B_reduced, lower=True)
+        self.work_index = np.zeros(rank, dtype=int)
+
     def _precompute_state(self) -> None:
-        eye = np.eye(self.problem.n)
+        eye = np.eye(self.n)
         self.P0 = scipy.linalg.cho_solve((self.B0_chol, True), eye)
         self.P0 = 0.5 * (self.P0 + self.P0.T)
         F, E, Q = [], [], []
@@ -235,17 +262,17 @@ class MarginalEvidence:
             d = xp.exp(-2 * log_s) + self.lam * w
             u = xp.tensordot(self.VE, a, axes=1) * w
             q = w * xp.sum(xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
-            logdet = 2 * self.problem.m * log_t + 2 * self.problem.n * log_s + xp.sum(xp.log(d)) - self.logdet_B0
+            logdet = 2 * self.problem.m * log_t + 2 * self.n * log_s + xp.sum(xp.log(d)) - self.logdet_B0
             return self.const - 0.5 * (logdet + q - xp.sum(u * u / d))
         if self.form == "state":
             w = xp.exp(-2 * log_mismatch)
-            inv_s = xp.exp(-log_prior_scale)[self.group_index]
+            inv_s = xp.exp(-log_prior_scale)[self.work_index]
             M = self.P0 * xp.outer(inv_s, inv_s) + xp.tensordot(w, self.F, axes=1)
             g = xp.tensordot(w, xp.tensordot(self.E, a, axes=1), axes=1)
             q = xp.sum(w * xp.tensordot(xp.tensordot(self.Q, a, axes=1), a, axes=1))
             chol = xp.cholesky(M)
             v = xp.solve_lower(chol, g)
-            logdet = xp.sum(self.m_c * 2 * log_mismatch) + 2 * xp.sum(log_prior_scale[self.group_index])
+            logdet = xp.sum(self.m_c * 2 * log_mismatch) + 2 * xp.sum(log_prior_scale[self.work_index])
             logdet = logdet + 2 * xp.sum(xp.log(xp.diagonal(chol)))
             return self.const - 0.5 * (logdet + q - xp.sum(v * v))
         s = xp.exp(log_prior_scale)
@@ -279,17 +306,17 @@ class MarginalEvidence:
         c = self.VE @ a
         Qa = self.Q[0] @ a
         c2d = c * c / d
-        logdet = 2 * self.problem.m * log_t + 2 * self.problem.n * log_s + np.log(d).sum() - self.logdet_B0
+        logdet = 2 * self.problem.m * log_t + 2 * self.n * log_s + np.log(d).sum() - self.logdet_B0
         value = self.const - 0.5 * (logdet + w * (a @ Qa) - w * w * c2d.sum())
         g_t = -self.problem.m + w * (self.lam / d).sum() + w * (a @ Qa) - 2 * w * w * c2d.sum()
         g_t += w**3 * (c2d * self.lam / d).sum()
-        g_s = -self.problem.n + p * (1 / d).sum() + w * w * p * (c2d / d).sum()
+        g_s = -self.n + p * (1 / d).sum() + w * w * p * (c2d / d).sum()
         g_a = -w * Qa + w * w * self.VE.T @ (c / d)
         return value, np.array([g_s]), np.array([g_t]), g_a
 
     def _state_gradient(self, log_s: np.ndarray, log_t: np.ndarray, a: np.ndarray) -> tuple:
         w = np.exp(-2 * log_t)
-        inv_s = np.exp(-log_s)[self.group_index]
+        inv_s = np.exp(-log_s)[self.work_index]
         MP = self.P0 * np.exp(-2 * log_s[0]) if self.groups.size == 1 else self.P0 * np.outer(inv_s, inv_s)
         M = MP + np.tensordot(w, self.F, axes=1)
         Ea = self.E @ a  # (categories, n)
@@ -297,13 +324,13 @@ class MarginalEvidence:
         g = w @ Ea
         chol, M_inv = _cholesky_and_inverse(M)
         u = scipy.linalg.lapack.dpotrs(chol, g, lower=1)[0]
-        logdet = self.m_c @ (2 * log_t) + 2 * log_s[self.group_index].sum() + 2 * np.log(np.diagonal(chol)).sum()
+        logdet = self.m_c @ (2 * log_t) + 2 * log_s[self.work_index].sum() + 2 * np.log(np.diagonal(chol)).sum()
         value = self.const - 0.5 * (logdet + w @ (Qa @ a) - g @ u)
         Fu = self.F @ u  # (categories, n)
         trace_F = np.einsum("ij,cij->c", M_inv, self.F)
         g_t = -self.m_c + w * (trace_F + Qa @ a - 2 * Ea @ u + Fu @ u)
         per_element = np.einsum("ij,ij->i", M_inv, MP) + u * (MP @ u)
-        g_s = np.bincount(self.group_index, per_element - 1, minlength=self.groups.size)
+        g_s = np.bincount(self.work_index, per_element - 1, minlength=self.groups.size)
         g_a = -w @ Qa + (np.tensordot(w, self.E, axes=1)).T @ u
         return value, g_s, g_t, g_a
 
@@ -325,7 +352,7 @@ class MarginalEvidence:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, covariance, one exact draw) of x | theta, PgC/yr."""
         a = self._a(np, offset)
-        s = np.exp(log_prior_scale)[self.group_index]
+        s = np.exp(log_prior_scale)[self.work_index]
         r = self.r0 * np.exp(2 * log_mismatch)[self.category_index]
         d = self.D @ a
         Bt = self.B0 * np.outer(s, s)
@@ -350,6 +377,12 @@ class MarginalEvidence:
             u = s * (self.B0_chol @ rng.standard_normal(delta.size))  # Matheron: exact draw
             e = np.sqrt(r) * rng.standard_normal(d.size)
             draw = u + HB.T @ scipy.linalg.cho_solve(factor, d - self.H @ u - e)
+        if self.basis is not None:  # back from z = Q^T x to x (see _reduce)
+            s2 = np.exp(2 * log_prior_scale[0])
+            u = self.full_chol @ rng.standard_normal(self.problem.n)
+            draw = self.lift @ draw + np.sqrt(s2) * (u - self.lift @ (self.basis.T @ u))
+            delta = self.lift @ delta
+            cov = self.lift @ cov @ self.lift.T + s2 * self.residual_cov
         x_b = self.problem.x_prior
         return x_b + delta, 0.5 * (cov + cov.T), x_b + draw
 
