@@ -1,24 +1,30 @@
-"""LandFluxEmulator: a bagged gradient-boosting emulator of DGVM land fluxes, driven by climate anomalies.
+"""LandFluxEmulator: a linear + boosted-stump emulator of DGVM land fluxes, driven by climate anomalies.
 
 What it learns. For each TransCom-3 land region and month, the flux of the process models
-(DGVMs) is split into
+(DGVMs) is the sum of three parts, each fitted on the residual of the one before:
 
-* a **baseline**: per region and calendar month, linear in atmospheric CO2 (the seasonal
-  cycle and the CO2-fertilised trend, which extrapolates beyond the training years), and
-* an **anomaly**: gradient-boosted decision stumps (scikit-learn
-  :class:`~sklearn.ensemble.HistGradientBoostingRegressor`, ``max_depth=1``) on the drivers:
-  the ENSO index at 0-12 month lags, the global temperature anomaly at a few lags, CO2 and
-  the season (sin/cos of the month). (Variant measured and rejected: temperature detrended
-  against ln CO2 and no CO2 in the stumps lowered the held-out IAV correlation from 0.68 to
-  0.57.) The target anomaly is smoothed with a centred running mean of ``smoothing_months`` (the
-  monthly weather noise that global indices cannot explain is not fitted), and the number of
-  stumps per region is chosen on the out-of-bag years (early stopping).
+* a **baseline** per region and calendar month, linear in atmospheric CO2 and in time (the
+  seasonal cycle, the CO2-fertilised trend and the slow drift the CO2 term does not carry,
+  e.g. land-use change in the S3-type teachers);
+* a **linear anomaly**: ridge regression (scikit-learn :class:`~sklearn.linear_model.RidgeCV`,
+  one penalty per region chosen by generalised cross-validation on the training months only)
+  on the drivers: the ENSO index at 0-12 month lags, global, northern- and southern-hemisphere
+  temperature at a few lags, and CO2. This part extrapolates: it carries the emulator's
+  temperature and ENSO sensitivities beyond the training range;
+* a **nonlinear residual**: gradient-boosted decision stumps (:class:`~sklearn.ensemble.
+  HistGradientBoostingRegressor`, ``max_depth=1``) on the same drivers plus the season (sin/cos
+  of the month), with the number of stumps per region chosen on the out-of-bag years (early
+  stopping).
+
+The anomaly targets are smoothed with a centred running mean of ``smoothing_months`` (the
+monthly weather noise that global indices cannot explain is not fitted).
 
 An ensemble of ``n_members`` such models is trained, each on a bootstrap resample of years
 and of DGVMs (its target is the mean of the DGVMs it drew). Boosted stumps are additive in
 the features, so after fitting each member is compiled into one lookup table per feature
-(bins x member x region): prediction is a ``searchsorted`` and a gather per feature, over a
-million region-months per second, and the tables are the partial responses to each driver.
+(bins x member x region); the linear parts of all members are one (feature, member x region)
+matrix. Prediction is a matrix product, a ``searchsorted`` and a gather per feature, in
+float32 and in chunks of months shared between threads.
 
 Uncertainty. ``flux_sd`` combines (in quadrature) the between-DGVM spread (per region and
 calendar month), the emulator's own error (RMS of out-of-bag residuals against the DGVM
@@ -35,28 +41,47 @@ import importlib.metadata
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import RidgeCV
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from priors.teachers import FLUX_SIGN, FLUX_UNITS
 
-__all__ = ["ENSO_DRIVER", "REQUIRED_DRIVERS", "TEMPERATURE_DRIVER", "EmulatorError", "LandFluxEmulator"]
+__all__ = [
+    "CO2_DRIVER",
+    "ENSO_DRIVER",
+    "REQUIRED_DRIVERS",
+    "TEMPERATURE_DRIVER",
+    "TEMPERATURE_DRIVERS",
+    "EmulatorError",
+    "LandFluxEmulator",
+]
 
 ENSO_DRIVER = "oni"
+#: The global temperature driver (the linear baseline of :mod:`priors.skill` uses it alone).
 TEMPERATURE_DRIVER = "gistemp_global"
+#: Default temperature drivers: global, northern and southern hemisphere land-ocean anomalies.
+TEMPERATURE_DRIVERS = (TEMPERATURE_DRIVER, "gistemp_nh", "gistemp_sh")
 CO2_DRIVER = "co2"
-#: Driver variables the emulator reads (names of :data:`priors.drivers.DRIVERS`).
-REQUIRED_DRIVERS = (TEMPERATURE_DRIVER, ENSO_DRIVER, CO2_DRIVER)
+#: Driver variables the default emulator reads (names of :data:`priors.drivers.DRIVERS`).
+REQUIRED_DRIVERS = (*TEMPERATURE_DRIVERS, ENSO_DRIVER, CO2_DRIVER)
+SEASON_FEATURES = ("season_sin", "season_cos")
+#: Origin (decimal year) of the baseline's time term.
+TREND_ORIGIN_YEAR = 2000.0
 #: Share of a normal distribution within 1 sd.
 ONE_SIGMA = 0.6826894921370859
-FORMAT = "priors.LandFluxEmulator/1"
+FORMAT = "priors.LandFluxEmulator/2"
 
 
 class EmulatorError(ValueError):
@@ -70,13 +95,27 @@ def _version() -> str:
         return "unknown"
 
 
-def feature_names(enso_lags: tuple[int, ...], temperature_lags: tuple[int, ...]) -> list[str]:
-    """Column names of the features of :func:`design_matrix`."""
+def feature_names(
+    enso_lags: tuple[int, ...],
+    temperature_lags: tuple[int, ...],
+    temperature_drivers: tuple[str, ...] = TEMPERATURE_DRIVERS,
+) -> list[str]:
+    """Column names of the driver features of :func:`design_matrix` (the stumps also see the season)."""
     return (
         [f"{ENSO_DRIVER}_lag{k}" for k in enso_lags]
-        + [f"{TEMPERATURE_DRIVER}_lag{k}" for k in temperature_lags]
-        + [CO2_DRIVER, "season_sin", "season_cos"]
+        + [f"{name}_lag{k}" for name in temperature_drivers for k in temperature_lags]
+        + [CO2_DRIVER]
     )
+
+
+class Design(NamedTuple):
+    """What the emulator needs of each queried month (see :func:`design_matrix`)."""
+
+    features: np.ndarray  # (time, feature): lagged drivers and CO2
+    season: np.ndarray  # (time, 2): sin, cos of the month
+    trend: np.ndarray  # (time, 3): 1, CO2 (ppm), years since TREND_ORIGIN_YEAR
+    month: np.ndarray  # (time,): 1..12
+    year: np.ndarray  # (time,): calendar year
 
 
 def design_matrix(
@@ -84,26 +123,30 @@ def design_matrix(
     time: np.ndarray,
     enso_lags: tuple[int, ...],
     temperature_lags: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features of each month (lagged ENSO and temperature anomalies, CO2, season) and its CO2.
+    temperature_drivers: tuple[str, ...] = TEMPERATURE_DRIVERS,
+) -> Design:
+    """Features of each month: lagged ENSO and temperature anomalies, CO2, season and trend terms.
 
     Parameters
     ----------
     drivers : Dataset (time)
-        Monthly ``oni`` (K), ``gistemp_global`` (K) and ``co2`` (ppm) on a gap-free month axis
-        starting at least ``max(lags)`` months before ``time[0]``.
+        Monthly ``oni`` (K), the ``temperature_drivers`` (K) and ``co2`` (ppm) on a gap-free
+        month axis starting at least ``max(lags)`` months before ``time[0]``.
     time : ndarray of datetime64
         Month starts to build features for.
     enso_lags, temperature_lags : tuple of int
         Lags in months.
+    temperature_drivers : tuple of str
+        Temperature variables of ``drivers``.
 
     Returns
     -------
-    features : ndarray (time, feature)
-        Columns as :func:`feature_names`.
-    co2 : ndarray (time,), ppm
+    Design
+        ``features`` (time, feature) as :func:`feature_names`; ``season`` (time, 2); ``trend``
+        (time, 3) = 1, CO2 (ppm), years since 2000; ``month`` and ``year`` (time,).
     """
-    missing = [name for name in REQUIRED_DRIVERS if name not in drivers]
+    required = (*temperature_drivers, ENSO_DRIVER, CO2_DRIVER)
+    missing = [name for name in required if name not in drivers]
     if missing:
         raise EmulatorError(f"drivers lack {missing} (have {sorted(drivers.data_vars)}); use priors.load_drivers")
     axis = pd.DatetimeIndex(drivers["time"].values)
@@ -119,28 +162,88 @@ def design_matrix(
         raise EmulatorError("drivers must be on a gap-free monthly axis (priors.load_drivers gives one)")
     co2 = drivers[CO2_DRIVER].values[pos].astype(float)
     columns = [drivers[ENSO_DRIVER].values[pos - k] for k in enso_lags]
-    columns += [drivers[TEMPERATURE_DRIVER].values[pos - k] for k in temperature_lags]
-    phase = 2 * np.pi * (wanted.month.to_numpy() - 0.5) / 12
-    X = np.column_stack([*columns, co2, np.sin(phase), np.cos(phase)]).astype(float)
-    if not np.isfinite(X).all():
+    columns += [drivers[name].values[pos - k] for name in temperature_drivers for k in temperature_lags]
+    features = np.column_stack([*columns, co2]).astype(float)
+    if not np.isfinite(features).all():
         raise EmulatorError("drivers contain NaN in the months asked for; check the driver files' coverage")
-    return X, co2
+    month = wanted.month.to_numpy()
+    phase = 2 * np.pi * (month - 0.5) / 12
+    years = wanted.year.to_numpy() + (month - 0.5) / 12 - TREND_ORIGIN_YEAR
+    return Design(
+        features,
+        np.column_stack([np.sin(phase), np.cos(phase)]),
+        np.column_stack([np.ones(month.size), co2, years]),
+        month,
+        wanted.year.to_numpy(),
+    )
 
 
-def _baseline_coefficients(co2: np.ndarray, month: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least squares ``target = a + b * co2`` per calendar month and region -> (12, region, 2)."""
-    coef = np.empty((12, target.shape[1], 2))
+def _baseline_coefficients(trend: np.ndarray, month: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares ``target = trend @ c`` per calendar month and region -> (12, region, 3)."""
+    coef = np.empty((12, target.shape[1], trend.shape[1]))
     for m in range(12):
         rows = month == m + 1
-        A = np.column_stack([np.ones(rows.sum()), co2[rows]])
-        coef[m] = np.linalg.lstsq(A, target[rows], rcond=None)[0].T
+        coef[m] = np.linalg.lstsq(trend[rows], target[rows], rcond=None)[0].T
     return coef
 
 
-def _baseline(coef: np.ndarray, co2: np.ndarray, month: np.ndarray) -> np.ndarray:
-    """(member, 12, region, 2) coefficients -> (time, member, region) baseline flux."""
-    c = coef[:, month - 1]  # member, time, region, 2
-    return np.moveaxis(c[..., 0] + c[..., 1] * co2[None, :, None], 0, 1)
+def _smooth(anomaly: np.ndarray, months: int) -> np.ndarray:
+    """Centred running mean over ``months`` along axis 0 (1 = unchanged)."""
+    if months <= 1:
+        return anomaly
+    return pd.DataFrame(anomaly).rolling(months, center=True, min_periods=1).mean().to_numpy()
+
+
+def annual_mean_sd(sd: np.ndarray, time_correlation_months: float) -> np.ndarray:
+    """Sd of the annual mean of monthly errors with sd ``sd`` and correlation ``exp(-|lag| / length)``.
+
+    Parameters
+    ----------
+    sd : ndarray (year, 12, ...)
+        Monthly 1-sigma, any units.
+    time_correlation_months : float
+        e-folding length of the exponential correlation in months (as
+        ``assim.covariance.ExponentialCorrelation``).
+
+    Returns
+    -------
+    ndarray (year, ...)
+        Same units as ``sd``.
+    """
+    lag = np.abs(np.subtract.outer(np.arange(12), np.arange(12)))
+    correlation = np.exp(-lag / time_correlation_months)
+    return np.sqrt(np.einsum("yi...,ij,yj...->y...", sd, correlation, sd)) / 12
+
+
+#: Candidate correlation lengths (months) of :func:`fit_time_correlation`.
+TIME_CORRELATION_GRID = np.geomspace(0.1, 1200.0, 161)
+
+
+def fit_time_correlation(residual: np.ndarray, sd: np.ndarray) -> float:
+    """Shortest exponential correlation length that calibrates annual means of held-out residuals.
+
+    With monthly sd already calibrated, the correlation length sets the sd of annual means
+    (:func:`annual_mean_sd`, increasing with the length). The fitted length is the shortest
+    one for which 68.3 % of the annual-mean residuals fall within 1 annual sd.
+
+    Parameters
+    ----------
+    residual : ndarray (model, year, 12, region)
+        Held-out residuals (teacher minus prediction), PgC/yr; NaN where a model has no value.
+    sd : ndarray (year, 12, region)
+        Predicted monthly 1-sigma, PgC/yr.
+
+    Returns
+    -------
+    float
+        Months; the grid's ends (0.1, 1200) when annual means are tighter than independent
+        months or looser than fully correlated ones would give.
+    """
+    annual = np.abs(residual.mean(axis=2))
+    for length in TIME_CORRELATION_GRID:
+        if np.nanquantile(annual / annual_mean_sd(sd, length)[None], ONE_SIGMA) <= 1:
+            return float(length)
+    return float(TIME_CORRELATION_GRID[-1])
 
 
 def _stump_tables(
@@ -186,15 +289,30 @@ def _stump_tables(
     return thresholds, tables, intercept
 
 
+def _member_moments(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance over the member axis of (month, member, region): a loop over the few
+    members is 3x faster than numpy's strided reduction over that short axis."""
+    n_members = block.shape[1]
+    mean = block[:, 0].copy()
+    for m in range(1, n_members):
+        mean += block[:, m]
+    mean /= n_members
+    var = np.zeros_like(mean)
+    for m in range(n_members):
+        deviation = block[:, m] - mean
+        var += deviation * deviation
+    return mean, var / n_members
+
+
 class LandFluxEmulator(RegressorMixin, BaseEstimator):
-    """Bagged boosted-stump emulator of monthly DGVM land flux per region.
+    """Bagged linear + boosted-stump emulator of monthly DGVM land flux per region.
 
     Parameters
     ----------
     n_members : int
         Ensemble size (bootstrap resamples of years and DGVMs).
     max_iter : int
-        Boosting iterations (stumps) per member and region.
+        Boosting iterations (stumps) per member and region, before early stopping.
     learning_rate : float
         Shrinkage of each stump.
     min_samples_leaf : int
@@ -202,7 +320,15 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
     smoothing_months : int
         Width of the centred running mean applied to each member's target anomaly (1 = none).
     enso_lags, temperature_lags : tuple of int
-        Lags (months) of the ENSO index and of global temperature used as features.
+        Lags (months) of the ENSO index and of the temperature drivers used as features.
+    temperature_drivers : tuple of str
+        Temperature variables (names of :data:`priors.drivers.DRIVERS`); the default needs the
+        GISTEMP hemispheric files (to 2025-02); ``("gistemp_global",)`` reaches the present.
+    ridge_alphas : tuple of float
+        Candidate penalties of the linear part (on standardised features); one per region is
+        chosen by generalised cross-validation on the training months.
+    n_jobs : int
+        Threads used by prediction (-1 = every core).
     random_state : int, RandomState or None
         Seed of the bootstrap and of the boosting.
 
@@ -210,13 +336,20 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
     ----------
     regions_ : ndarray of str
     feature_names_in_ : ndarray of str
+        Driver features of the linear part; the stumps also see ``season_sin``, ``season_cos``.
     teacher_models_ : ndarray of str
         DGVMs it learnt from.
     training_years_ : ndarray of int
-    baseline_coef_ : ndarray (member, 12, region, 2)
-        Intercept (PgC/yr) and CO2 slope (PgC/yr per ppm) of each calendar month's baseline.
+    baseline_coef_ : ndarray (member, 12, region, 3)
+        Per calendar month: intercept (PgC/yr), CO2 slope (PgC/yr per ppm) and time slope
+        (PgC/yr per year since 2000) of the baseline.
+    linear_coef_ : ndarray (feature, member, region)
+        Linear response to each driver feature, PgC/yr per unit of the feature.
+    ridge_alpha_ : ndarray (member, region)
+        Penalty chosen for each member and region.
     thresholds_, tables_, intercept_
-        Compiled stumps (see :func:`_stump_tables`).
+        Compiled stumps (see :func:`_stump_tables`); ``intercept_`` (member, region) also holds
+        the linear part's intercept.
     dgvm_spread_, model_error_ : ndarray (12, region), PgC/yr
         Between-DGVM sd and out-of-bag RMS error, per calendar month.
     n_stumps_ : ndarray (region,) of int
@@ -224,6 +357,11 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         over members (early stopping on the years each member did not draw).
     sd_scale_ : float
         Calibration factor of ``flux_sd`` (fitted on out-of-bag years).
+    time_correlation_months_ : float
+        e-folding length (months) of the exponential time correlation of the prior error that
+        calibrates annual means of the out-of-bag residuals given the monthly ``flux_sd``
+        (:func:`fit_time_correlation`); written as the ``time_correlation_months`` attribute of
+        ``flux_sd`` for the inversion's B.
     """
 
     def __init__(
@@ -232,9 +370,12 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         max_iter: int = 200,
         learning_rate: float = 0.05,
         min_samples_leaf: int = 20,
-        smoothing_months: int = 12,
+        smoothing_months: int = 6,
         enso_lags: tuple[int, ...] = tuple(range(13)),
         temperature_lags: tuple[int, ...] = (0, 3, 6),
+        temperature_drivers: tuple[str, ...] = TEMPERATURE_DRIVERS,
+        ridge_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+        n_jobs: int = -1,
         random_state: int | np.random.RandomState | None = None,
     ) -> None:
         self.n_members = n_members
@@ -244,7 +385,18 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         self.smoothing_months = smoothing_months
         self.enso_lags = enso_lags
         self.temperature_lags = temperature_lags
+        self.temperature_drivers = temperature_drivers
+        self.ridge_alphas = ridge_alphas
+        self.n_jobs = n_jobs
         self.random_state = random_state
+
+    def driver_names(self) -> tuple[str, ...]:
+        """Driver variables :meth:`fit` and :meth:`predict` read (names for :func:`priors.load_drivers`)."""
+        return (*self.temperature_drivers, ENSO_DRIVER, CO2_DRIVER)
+
+    def max_lag(self) -> int:
+        """Months of driver history needed before the first predicted month."""
+        return max((*self.enso_lags, *self.temperature_lags))
 
     # ------------------------------------------------------------------ fit
     def fit(self, drivers: xr.Dataset, flux: xr.DataArray) -> LandFluxEmulator:
@@ -253,8 +405,8 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         drivers : Dataset (time)
-            ``oni``, ``gistemp_global`` (K) and ``co2`` (ppm), covering the training months and
-            ``max(lags)`` months before them (:func:`priors.load_drivers`).
+            :meth:`driver_names` (K, ppm), covering the training months and :meth:`max_lag`
+            months before them (:func:`priors.load_drivers`).
         flux : DataArray (model, time, region), PgC yr-1, positive to the atmosphere
             Teacher fluxes (:func:`priors.read_trendy_monthly`); NaN where a model has no data.
 
@@ -264,44 +416,60 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         """
         flux = self._check_teachers(flux)
         time = flux["time"].values
-        X, co2 = self._design(drivers, time)
+        design = self._design(drivers, time)
+        X, month = design.features, design.month
+        X_trees = np.column_stack([X, design.season])
+        mean, scale = X.mean(axis=0), X.std(axis=0)
+        scale[scale == 0] = 1.0
+        Z = (X - mean) / scale
         Y = flux.transpose("model", "time", "region").values
         years = pd.DatetimeIndex(time).year.to_numpy()
-        month = pd.DatetimeIndex(time).month.to_numpy()
         rng = check_random_state(self.random_state)
         unique_years = np.unique(years)
-        n_models, _, n_regions = Y.shape
+        n_models, n_time, n_regions = Y.shape
 
-        coefs, members, oob = [], [], []
+        baseline_coefs, linear_coefs, linear_intercepts, alphas, members, oob = [], [], [], [], [], []
         oob_sse = np.zeros((n_regions, self.max_iter + 1))
         for _ in range(self.n_members):
             drawn = rng.randint(n_models, size=n_models)
             target = np.nanmean(Y[drawn], axis=0)
             chosen = rng.choice(unique_years, size=unique_years.size, replace=True)
             rows = np.concatenate([np.flatnonzero(years == y) for y in chosen])
-            coef = _baseline_coefficients(co2[rows], month[rows], target[rows])
-            anomaly = target - _baseline(coef[None], co2, month)[:, 0]
-            if self.smoothing_months > 1:
-                anomaly = (
-                    pd.DataFrame(anomaly).rolling(self.smoothing_months, center=True, min_periods=1).mean().to_numpy()
-                )
+            coef = _baseline_coefficients(design.trend[rows], month[rows], target[rows])
+            anomaly = _smooth(target - np.einsum("tk,trk->tr", design.trend, coef[month - 1]), self.smoothing_months)
+            counts = np.bincount(rows, minlength=n_time)
+            drew = counts > 0
+            ridge = RidgeCV(alphas=self.ridge_alphas, alpha_per_target=True)
+            ridge.fit(Z[drew], anomaly[drew], sample_weight=counts[drew])
+            weights = ridge.coef_.T / scale[:, None]  # feature, region
+            intercept = ridge.intercept_ - mean @ weights
+            residual = anomaly - (X @ weights + intercept)
             seed = rng.randint(np.iinfo(np.int32).max)
-            boosters = [self._booster(seed).fit(X[rows], anomaly[rows, r]) for r in range(n_regions)]
+            boosters = [self._booster(seed).fit(X_trees[rows], residual[rows, r]) for r in range(n_regions)]
             out_of_bag = ~np.isin(years, chosen)
             if out_of_bag.any():
-                oob_sse += self._staged_oob_errors(boosters, X[out_of_bag], anomaly[out_of_bag])
+                oob_sse += self._staged_oob_errors(boosters, X_trees[out_of_bag], residual[out_of_bag])
+            baseline_coefs.append(coef)
+            linear_coefs.append(weights)
+            linear_intercepts.append(intercept)
+            alphas.append(np.broadcast_to(ridge.alpha_, (n_regions,)))
             members.append(boosters)
-            coefs.append(coef)
             oob.append(out_of_bag)
 
-        self.baseline_coef_ = np.stack(coefs)
+        self.baseline_coef_ = np.stack(baseline_coefs)
+        self.linear_coef_ = np.stack(linear_coefs, axis=1)
+        self.ridge_alpha_ = np.stack(alphas)
         self.n_stumps_ = oob_sse.argmin(axis=1)
-        self.thresholds_, self.tables_, self.intercept_ = _stump_tables(members, X.shape[1], self.n_stumps_)
-        self.feature_names_in_ = np.asarray(feature_names(tuple(self.enso_lags), tuple(self.temperature_lags)))
+        self.thresholds_, self.tables_, stump_intercept = _stump_tables(members, X_trees.shape[1], self.n_stumps_)
+        self.intercept_ = stump_intercept + np.stack(linear_intercepts)
+        self.feature_names_in_ = np.asarray(
+            feature_names(tuple(self.enso_lags), tuple(self.temperature_lags), tuple(self.temperature_drivers))
+        )
         self.regions_ = flux["region"].values.astype(str)
         self.teacher_models_ = flux["model"].values.astype(str)
         self.training_years_ = unique_years
-        self._fit_uncertainty(X, co2, Y, month, np.stack(oob, axis=1))
+        self._compile()
+        self._fit_uncertainty(design, Y, np.stack(oob, axis=1))
         return self
 
     def _booster(self, seed: int) -> HistGradientBoostingRegressor:
@@ -316,15 +484,15 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
 
     @staticmethod
     def _staged_oob_errors(
-        boosters: list[HistGradientBoostingRegressor], X: np.ndarray, anomaly: np.ndarray
+        boosters: list[HistGradientBoostingRegressor], X: np.ndarray, residual: np.ndarray
     ) -> np.ndarray:
         """(region, iteration) squared error on out-of-bag months after 0, 1, ... boosting iterations."""
         errors = np.zeros((len(boosters), boosters[0].max_iter + 1))
         for r, booster in enumerate(boosters):
-            errors[r, 0] = np.sum((anomaly[:, r] - np.ravel(booster._baseline_prediction)[0]) ** 2)
+            errors[r, 0] = np.sum((residual[:, r] - np.ravel(booster._baseline_prediction)[0]) ** 2)
             i = 0
             for i, staged in enumerate(booster.staged_predict(X), start=1):
-                errors[r, i] = np.sum((anomaly[:, r] - staged) ** 2)
+                errors[r, i] = np.sum((residual[:, r] - staged) ** 2)
             errors[r, i + 1 :] = errors[r, i]  # boosting stopped early: later iterations change nothing
         return errors
 
@@ -341,18 +509,19 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             raise EmulatorError("some (time, region) have no teacher value in any model; trim the period")
         return flux
 
-    def _design(self, drivers: xr.Dataset, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return design_matrix(drivers, time, tuple(self.enso_lags), tuple(self.temperature_lags))
+    def _design(self, drivers: xr.Dataset, time: np.ndarray) -> Design:
+        return design_matrix(
+            drivers, time, tuple(self.enso_lags), tuple(self.temperature_lags), tuple(self.temperature_drivers)
+        )
 
-    def _fit_uncertainty(
-        self, X: np.ndarray, co2: np.ndarray, Y: np.ndarray, month: np.ndarray, oob: np.ndarray
-    ) -> None:
+    def _fit_uncertainty(self, design: Design, Y: np.ndarray, oob: np.ndarray) -> None:
         """DGVM spread, out-of-bag error and the calibration factor of flux_sd."""
+        month = design.month
         dgvm_mean = np.nanmean(Y, axis=0)
         by_month = pd.Series(np.arange(month.size)).groupby(month).indices
         spread = np.nanvar(Y, axis=0, ddof=1 if Y.shape[0] > 1 else 0)
         self.dgvm_spread_ = np.sqrt(np.stack([spread[by_month[m]].mean(axis=0) for m in range(1, 13)]))
-        draws = self._members(X, co2, month)  # time, member, region
+        draws = self._draws(design)  # time, member, region
         n_oob = oob.sum(axis=1)
         usable = n_oob > 0
         mu_oob = np.einsum("tm,tmr->tr", oob[usable], draws[usable]) / n_oob[usable, None]
@@ -360,47 +529,93 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         m_usable = month[usable]
         self.model_error_ = np.sqrt(np.stack([np.mean(residual[m_usable == m] ** 2, axis=0) for m in range(1, 13)]))
         self.sd_scale_ = 1.0
-        sd = self._raw_sd(draws[usable], m_usable)
-        z = np.abs(Y[:, usable] - mu_oob[None]) / sd[None]
-        self.sd_scale_ = float(np.nanquantile(z, ONE_SIGMA))
+        sd = self._raw_sd(draws[usable].var(axis=1), m_usable)
+        held_out = Y[:, usable] - mu_oob[None]
+        self.sd_scale_ = float(np.nanquantile(np.abs(held_out) / sd[None], ONE_SIGMA))
+        whole = np.flatnonzero(pd.Series(m_usable).groupby(design.year[usable]).transform("size").to_numpy() == 12)
+        n_years, n_regions = whole.size // 12, Y.shape[2]
+        self.time_correlation_months_ = fit_time_correlation(
+            held_out[:, whole].reshape(Y.shape[0], n_years, 12, n_regions),
+            self.sd_scale_ * sd[whole].reshape(n_years, 12, n_regions),
+        )
 
     # -------------------------------------------------------------- predict
-    def _members(self, X: np.ndarray, co2: np.ndarray, month: np.ndarray, chunk: int = 512) -> np.ndarray:
-        """(time, member, region) member predictions from the compiled tables.
+    def _member_block(self, design: Design, rows: slice) -> np.ndarray:
+        """(month, member x region) float32 member predictions of ``rows`` from the compiled model."""
+        X = design.features[rows]
+        n_features = X.shape[1]
+        inputs = np.zeros((X.shape[0], n_features + 12 * 3), dtype=np.float32)
+        inputs[:, :n_features] = X
+        trend_by_month = inputs[:, n_features:].reshape(-1, 12, 3)  # the baseline as one matrix product
+        trend_by_month[np.arange(X.shape[0]), design.month[rows] - 1] = design.trend[rows]
+        out = inputs @ self._compiled["linear"] + self._compiled["intercept"]
+        gathered = np.empty_like(out)
+        for f, table in self._compiled["tables"]:
+            column = X[:, f] if f < n_features else design.season[rows, f - n_features]
+            np.take(table, np.searchsorted(self.thresholds_[f], column, side="left"), axis=0, out=gathered)
+            out += gathered
+        return out
 
-        Months are processed in chunks so the gathered table rows stay in cache, and the step
-        tables are summed in float32 (relative rounding ~1e-7 of a flux): together 2-4x
-        faster than gathering every month of one float64 feature at once (micro-benchmark on this
-        2-core machine). Features without any
-        stump are skipped.
+    def _compile(self) -> None:
+        """float32 (member x region)-major copies of the fitted arrays for :meth:`_member_block`."""
+        n_members, n_regions = self.intercept_.shape
+        flat = n_members * n_regions
+        self._compiled = {
+            "linear": np.concatenate(  # (feature + 12 months x 3 trend terms, member x region)
+                [self.linear_coef_.reshape(-1, flat), self.baseline_coef_.transpose(1, 3, 0, 2).reshape(-1, flat)]
+            ).astype(np.float32),
+            "intercept": self.intercept_.reshape(flat).astype(np.float32),
+            "tables": [
+                (f, table.reshape(table.shape[0], flat).astype(np.float32))
+                for f, table in enumerate(self.tables_)
+                if self.thresholds_[f].size
+            ],
+        }
+
+    def _run_chunks(self, design: Design, consume: Callable[[slice, np.ndarray], None], chunk: int = 2048) -> None:
+        """Compute the members of every month in chunks (threads when ``n_jobs`` allows) and hand them on.
+
+        ``consume(rows, draws)`` gets each chunk's (month, member, region) float32 draws; chunks
+        keep the gathered table rows in cache, and numpy releases the GIL in the gathers and
+        sums, so threads share the work (BLAS is held to one thread: 3x faster on these small products).
         """
-        baseline = _baseline(self.baseline_coef_, co2, month) + self.intercept_[None]
-        used = [f for f, thr in enumerate(self.thresholds_) if thr.size]
-        bins = [np.searchsorted(self.thresholds_[f], X[:, f], side="left") for f in used]
-        tables = [self.tables_[f].reshape(self.tables_[f].shape[0], -1).astype(np.float32) for f in used]
-        steps = np.zeros((len(X), baseline[0].size), dtype=np.float32)
-        buffer = np.empty((min(chunk, len(X)), steps.shape[1]), dtype=np.float32)
-        for start in range(0, len(X), chunk):
-            rows = steps[start : start + chunk]
-            gathered = buffer[: len(rows)]
-            for table, index in zip(tables, bins, strict=True):
-                np.take(table, index[start : start + chunk], axis=0, out=gathered)
-                rows += gathered
-        return baseline + steps.reshape(baseline.shape)
+        n_members, n_regions = self.intercept_.shape
+        n = design.month.size
+        slices = [slice(start, min(start + chunk, n)) for start in range(0, n, chunk)]
 
-    def _raw_sd(self, draws: np.ndarray, month: np.ndarray) -> np.ndarray:
-        var = self.dgvm_spread_[month - 1] ** 2 + self.model_error_[month - 1] ** 2 + draws.var(axis=1)
+        def work(rows: slice) -> None:
+            consume(rows, self._member_block(design, rows).reshape(-1, n_members, n_regions))
+
+        n_jobs = (os.cpu_count() or 1) if self.n_jobs in (-1, None) else self.n_jobs
+        with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads only add overhead
+            if n_jobs == 1 or len(slices) == 1:
+                for rows in slices:
+                    work(rows)
+                return
+            with ThreadPoolExecutor(min(n_jobs, len(slices))) as pool:
+                list(pool.map(work, slices))
+
+    def _draws(self, design: Design) -> np.ndarray:
+        """(time, member, region) member predictions, float64."""
+        n_members, n_regions = self.intercept_.shape
+        draws = np.empty((design.month.size, n_members, n_regions))
+
+        def keep(rows: slice, block: np.ndarray) -> None:
+            draws[rows] = block
+
+        self._run_chunks(design, keep)
+        return draws
+
+    def _raw_sd(self, member_var: np.ndarray, month: np.ndarray) -> np.ndarray:
+        var = self.dgvm_spread_[month - 1] ** 2 + self.model_error_[month - 1] ** 2 + member_var
         return self.sd_scale_ * np.sqrt(var)
 
-    def _query(self, drivers: xr.Dataset, time: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _query(self, drivers: xr.Dataset, time: np.ndarray | None) -> tuple[np.ndarray, Design]:
         check_is_fitted(self)
         if time is None:
-            lag = max((*self.enso_lags, *self.temperature_lags))
-            time = drivers["time"].values[lag:]
+            time = drivers["time"].values[self.max_lag() :]
         time = np.asarray(time, dtype="datetime64[ns]")
-        X, co2 = self._design(drivers, time)
-        month = pd.DatetimeIndex(time).month.to_numpy()
-        return time, self._members(X, co2, month), month
+        return time, self._design(drivers, time)
 
     def predict_ensemble(self, drivers: xr.Dataset, time: np.ndarray | None = None) -> xr.DataArray:
         """Each member's flux.
@@ -416,7 +631,8 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         -------
         DataArray (member, time, region), PgC yr-1, positive to the atmosphere
         """
-        time, draws, _ = self._query(drivers, time)
+        time, design = self._query(drivers, time)
+        draws = self._draws(design)
         return xr.DataArray(
             np.moveaxis(draws, 1, 0),
             dims=("member", "time", "region"),
@@ -442,12 +658,24 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         Dataset (time, region)
             ``flux`` and ``flux_sd``, PgC yr-1, positive to the atmosphere; provenance attrs.
         """
-        time, draws, month = self._query(drivers, time)
+        time, design = self._query(drivers, time)
+        shape = (time.size, self.regions_.size)
+        mean, member_var = np.empty(shape), np.empty(shape)
+
+        def reduce(rows: slice, block: np.ndarray) -> None:
+            mean[rows], member_var[rows] = _member_moments(block)
+
+        self._run_chunks(design, reduce)
         coords = {"time": time, "region": self.regions_}
-        data = {"flux": (("time", "region"), draws.mean(axis=1), self._flux_attrs("prior land flux (emulator mean)"))}
+        data = {"flux": (("time", "region"), mean, self._flux_attrs("prior land flux (emulator mean)"))}
         if return_std:
             sd_attrs = self._flux_attrs("prior land flux 1-sigma (DGVM spread, emulator error, calibrated)")
-            data["flux_sd"] = (("time", "region"), self._raw_sd(draws, month), sd_attrs)
+            sd_attrs["time_correlation_months"] = self.time_correlation_months_
+            sd_attrs["comment"] = (
+                "errors of different months correlate as exp(-|lag| / time_correlation_months): fitted so that "
+                "annual means of held-out residuals are calibrated given this monthly sd"
+            )
+            data["flux_sd"] = (("time", "region"), self._raw_sd(member_var, design.month), sd_attrs)
         return xr.Dataset(data, coords=coords, attrs=self.provenance())
 
     def _flux_attrs(self, long_name: str) -> dict:
@@ -457,15 +685,17 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         """Attributes naming what the prior was learnt from (written into every prediction)."""
         check_is_fitted(self)
         return {
-            "prior_source": "priors.LandFluxEmulator (bagged boosted stumps on climate-driver anomalies)",
+            "prior_source": "priors.LandFluxEmulator (CO2/time baseline + ridge + bagged boosted stumps on drivers)",
             "training_years": f"{self.training_years_[0]}-{self.training_years_[-1]}",
             "teacher_models": " ".join(self.teacher_models_),
-            "drivers": " ".join(REQUIRED_DRIVERS),
+            "drivers": " ".join(self.driver_names()),
             "software_version": f"assim {_version()}",
             "Conventions": "CF-1.8",
         }
 
     # ------------------------------------------------------------ save/load
+    _ARRAYS = ("baseline_coef", "linear_coef", "ridge_alpha", "intercept", "dgvm_spread", "model_error", "n_stumps")
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted emulator to an ``.npz`` file (arrays + JSON metadata; no pickle), atomically."""
         check_is_fitted(self)
@@ -479,15 +709,10 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             "teacher_models": self.teacher_models_.tolist(),
             "training_years": self.training_years_.tolist(),
             "sd_scale": self.sd_scale_,
+            "time_correlation_months": self.time_correlation_months_,
         }
         meta["params"]["random_state"] = None if not isinstance(self.random_state, int) else self.random_state
-        arrays = {
-            "baseline_coef": self.baseline_coef_,
-            "intercept": self.intercept_,
-            "dgvm_spread": self.dgvm_spread_,
-            "model_error": self.model_error_,
-            "n_stumps": self.n_stumps_,
-        }
+        arrays = {name: getattr(self, f"{name}_") for name in self._ARRAYS}
         for f, (thr, table) in enumerate(zip(self.thresholds_, self.tables_, strict=True)):
             arrays[f"thresholds_{f}"], arrays[f"table_{f}"] = thr, table
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npz")
@@ -514,15 +739,16 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             raise EmulatorError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-train and save")
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
         emulator = cls(**params)
-        n_features = len(meta["feature_names"])
-        emulator.thresholds_ = [files[f"thresholds_{f}"] for f in range(n_features)]
-        emulator.tables_ = [files[f"table_{f}"] for f in range(n_features)]
-        emulator.baseline_coef_, emulator.intercept_ = files["baseline_coef"], files["intercept"]
-        emulator.dgvm_spread_, emulator.model_error_ = files["dgvm_spread"], files["model_error"]
-        emulator.n_stumps_ = files["n_stumps"]
+        n_tables = len(meta["feature_names"]) + len(SEASON_FEATURES)
+        emulator.thresholds_ = [files[f"thresholds_{f}"] for f in range(n_tables)]
+        emulator.tables_ = [files[f"table_{f}"] for f in range(n_tables)]
+        for name in cls._ARRAYS:
+            setattr(emulator, f"{name}_", files[name])
         emulator.feature_names_in_ = np.asarray(meta["feature_names"])
         emulator.regions_ = np.asarray(meta["regions"])
         emulator.teacher_models_ = np.asarray(meta["teacher_models"])
         emulator.training_years_ = np.asarray(meta["training_years"])
         emulator.sd_scale_ = float(meta["sd_scale"])
+        emulator.time_correlation_months_ = float(meta["time_correlation_months"])
+        emulator._compile()
         return emulator

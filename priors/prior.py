@@ -9,7 +9,10 @@ This is the one call the inversion pipeline needs::
 ``prior`` holds ``flux`` and ``flux_sd`` over (``time`` = month starts, ``region`` = the 11
 TransCom-3 land regions as in ``assim.state.TRANSCOM3_LAND``), PgC yr-1, positive to the
 atmosphere, with CF and provenance attributes; ``assim.Problem.from_datasets(prior, ...)``
-takes it as ``x_prior`` and scales B with ``flux_sd``.
+takes it as ``x_prior`` and scales B with ``flux_sd``. The error correlation in time that
+goes with that sd is ``prior["flux_sd"].attrs["time_correlation_months"]`` (e-folding months of
+an exponential correlation, fitted so that annual means of held-out residuals are calibrated):
+use it as the length of B's ``ExponentialCorrelation`` in time.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from priors.drivers import load_drivers
-from priors.emulator import REQUIRED_DRIVERS, EmulatorError, LandFluxEmulator
+from priors.emulator import EmulatorError, LandFluxEmulator
 from priors.teachers import TRANSCOM3_LAND_REGIONS, read_trendy_monthly
 
 __all__ = ["land_flux_prior", "train_emulator"]
@@ -48,9 +51,10 @@ def train_emulator(
         Seed of the bootstrap and boosting.
     """
     flux = read_trendy_monthly(data_dir, start=training_period[0], end=training_period[1])
-    lag_start = (pd.Timestamp(training_period[0]) - pd.DateOffset(months=13)).strftime("%Y-%m")
-    drivers = load_drivers(REQUIRED_DRIVERS, lag_start, training_period[1], data_dir)
-    return LandFluxEmulator(random_state=random_state).fit(drivers, flux)
+    emulator = LandFluxEmulator(random_state=random_state)
+    lag_start = (pd.Timestamp(training_period[0]) - pd.DateOffset(months=emulator.max_lag())).strftime("%Y-%m")
+    drivers = load_drivers(emulator.driver_names(), lag_start, training_period[1], data_dir)
+    return emulator.fit(drivers, flux)
 
 
 def land_flux_prior(
@@ -65,8 +69,9 @@ def land_flux_prior(
     Parameters
     ----------
     start, end : str
-        First and last month (``"2015-01"``, ``"2024-12"``); the drivers (GISTEMP global,
-        ONI, NOAA CO2) must cover them and the 12 months before ``start``.
+        First and last month (``"2015-01"``, ``"2024-12"``); the drivers (GISTEMP global and
+        hemispheric - the latter end 2025-02 -, ONI, NOAA CO2) must cover them and the 12
+        months before ``start``.
     data_dir : Path, optional
         ``../shared/data`` (or ``$ASSIM_SHARED_DATA``) by default.
     model_path : path-like, optional
@@ -78,7 +83,9 @@ def land_flux_prior(
     Returns
     -------
     Dataset (time, region)
-        ``flux`` and ``flux_sd``, PgC yr-1, positive to the atmosphere; ``time`` = month starts
+        ``flux`` and ``flux_sd``, PgC yr-1, positive to the atmosphere (``flux_sd`` carries
+        ``time_correlation_months``, the e-folding length in months of the error correlation in
+        time for the inversion's B); ``time`` = month starts
         (datetime64[ns]), ``region`` = the 11 TransCom-3 land region names; attrs
         ``prior_source``, ``training_years``, ``teacher_models``, ``software_version``,
         ``Conventions``, ``history``.
@@ -94,9 +101,8 @@ def land_flux_prior(
     time = pd.date_range(start, end, freq="MS").to_numpy("datetime64[ns]")
     if time.size == 0:
         raise EmulatorError(f"empty period {start}..{end}")
-    lag = max((*emulator.enso_lags, *emulator.temperature_lags))
-    first = (pd.Timestamp(time[0]) - pd.DateOffset(months=lag)).strftime("%Y-%m")
-    drivers = load_drivers(REQUIRED_DRIVERS, first, str(np.datetime_as_string(time[-1], unit="M")), data_dir)
+    first = (pd.Timestamp(time[0]) - pd.DateOffset(months=emulator.max_lag())).strftime("%Y-%m")
+    drivers = load_drivers(emulator.driver_names(), first, str(np.datetime_as_string(time[-1], unit="M")), data_dir)
     prior = emulator.predict(drivers, time=time)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     prior["time"].attrs.update(long_name="month start", standard_name="time")

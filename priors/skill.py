@@ -27,10 +27,18 @@ import xarray as xr
 from sklearn.base import clone
 from sklearn.linear_model import LinearRegression
 
-from priors.emulator import CO2_DRIVER, ENSO_DRIVER, TEMPERATURE_DRIVER, LandFluxEmulator
+from priors.emulator import (
+    CO2_DRIVER,
+    ENSO_DRIVER,
+    TEMPERATURE_DRIVER,
+    EmulatorError,
+    LandFluxEmulator,
+    annual_mean_sd,
+)
 
 __all__ = [
     "annual_anomaly",
+    "annual_coverage",
     "apparent_temperature_sensitivity",
     "blocked_cross_validation",
     "extrapolation",
@@ -74,16 +82,20 @@ def blocked_cross_validation(
     Returns
     -------
     Dataset (time, region)
-        ``flux`` and ``flux_sd`` predicted by emulators that did not see that year.
+        ``flux`` and ``flux_sd`` predicted by emulators that did not see that year; the
+        ``time_correlation_months`` attribute of ``flux_sd`` is the mean over the folds.
     """
     years = pd.DatetimeIndex(flux["time"].values).year.to_numpy()
     unique = np.unique(years)
-    parts = []
+    parts, lengths = [], []
     for start in range(0, unique.size, block_years):
         held = np.isin(years, unique[start : start + block_years])
         model = clone(emulator).fit(drivers, flux.isel(time=~held))
         parts.append(model.predict(drivers, time=flux["time"].values[held]))
-    return xr.concat(parts, dim="time").sortby("time")
+        lengths.append(model.time_correlation_months_)
+    heldout = xr.concat(parts, dim="time").sortby("time")
+    heldout["flux_sd"].attrs["time_correlation_months"] = float(np.mean(lengths))
+    return heldout
 
 
 def skill_scores(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
@@ -125,6 +137,52 @@ def skill_scores(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
             "coverage_1sigma": xr.concat([coverage[1], nan_global], dim="region"),
             "coverage_2sigma": xr.concat([coverage[2], nan_global], dim="region"),
         }
+    )
+
+
+def annual_coverage(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
+    """Coverage of the individual DGVMs' annual-mean region fluxes by the annual-scale prior sd.
+
+    The annual sd combines the monthly ``flux_sd`` with the exponential time correlation of
+    length ``flux_sd.attrs["time_correlation_months"]`` (:func:`priors.emulator.annual_mean_sd`),
+    i.e. the annual-mean block of the inversion's B.
+
+    Parameters
+    ----------
+    prediction : Dataset (time, region)
+        Held-out ``flux`` and ``flux_sd`` over whole calendar years (January to December).
+    flux : DataArray (model, time, region)
+        Teacher fluxes.
+
+    Returns
+    -------
+    Dataset (region)
+        ``annual_coverage_1sigma``, ``annual_coverage_2sigma`` (a calibrated Gaussian gives 0.683
+        and 0.954) and ``annual_sd`` (PgC yr-1, mean over years).
+    """
+    length = prediction["flux_sd"].attrs.get("time_correlation_months")
+    if length is None:
+        raise EmulatorError("prediction flux_sd has no time_correlation_months attribute; predict with the emulator")
+    month = prediction["time"].dt.month.values
+    if month.size % 12 or not (month.reshape(-1, 12) == np.arange(1, 13)).all():
+        raise EmulatorError("annual coverage needs whole calendar years (January..December) in the prediction")
+    n_years, n_regions = month.size // 12, prediction.sizes["region"]
+    shape = (n_years, 12, n_regions)
+    residual = (flux.sel(time=prediction["time"]) - prediction["flux"]).transpose("model", "time", "region").values
+    annual_error = residual.reshape(-1, *shape).mean(axis=2)
+    sd = annual_mean_sd(prediction["flux_sd"].transpose("time", "region").values.reshape(shape), float(length))
+    z = np.abs(annual_error) / sd[None]
+    valid = np.isfinite(z)
+    coverage = {k: ((z <= k) & valid).sum(axis=(0, 1)) / valid.sum(axis=(0, 1)) for k in (1, 2)}
+    region = {"region": prediction["region"].values}
+    return xr.Dataset(
+        {
+            "annual_coverage_1sigma": ("region", coverage[1]),
+            "annual_coverage_2sigma": ("region", coverage[2]),
+            "annual_sd": ("region", sd.mean(axis=0), {"units": "PgC yr-1"}),
+        },
+        coords=region,
+        attrs={"time_correlation_months": float(length)},
     )
 
 
@@ -201,15 +259,15 @@ def sensitivities(
     """
     base = emulator.predict(drivers, return_std=False, time=time)["flux"]
 
-    def response(name: str, delta: float) -> xr.DataArray:
-        perturbed = drivers.assign({name: drivers[name] + delta})
+    def response(names: tuple[str, ...], delta: float) -> xr.DataArray:
+        perturbed = drivers.assign({name: drivers[name] + delta for name in names})
         change = (emulator.predict(perturbed, return_std=False, time=time)["flux"] - base).mean("time")
         return xr.concat([change, change.sum("region").expand_dims(region=[GLOBAL])], dim="region")
 
     return xr.Dataset(
         {
-            "flux_per_K_warming": response(TEMPERATURE_DRIVER, 1.0).assign_attrs(units="PgC yr-1 K-1"),
-            "flux_el_nino": response(ENSO_DRIVER, el_nino_k).assign_attrs(units="PgC yr-1", oni_anomaly_K=el_nino_k),
+            "flux_per_K_warming": response(tuple(emulator.temperature_drivers), 1.0).assign_attrs(units="PgC yr-1 K-1"),
+            "flux_el_nino": response((ENSO_DRIVER,), el_nino_k).assign_attrs(units="PgC yr-1", oni_anomaly_K=el_nino_k),
         }
     )
 

@@ -8,11 +8,20 @@ import pytest
 import xarray as xr
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from priors import land_flux_prior
-from priors.emulator import EmulatorError, LandFluxEmulator, _stump_tables, design_matrix
+from priors.emulator import (
+    EmulatorError,
+    LandFluxEmulator,
+    _stump_tables,
+    annual_mean_sd,
+    design_matrix,
+    fit_time_correlation,
+)
 from priors.skill import (
     annual_anomaly,
+    annual_coverage,
     apparent_temperature_sensitivity,
     iav_correlation,
     linear_baseline_cv,
@@ -30,11 +39,19 @@ SMALL = {
     "min_samples_leaf": 10,
     "smoothing_months": 3,
     "enso_lags": (0, 3),
+    "temperature_drivers": ("gistemp_global",),
 }
 
 
-def synthetic_drivers(n_years: int = 24, seed: int = 0) -> xr.Dataset:
-    """Monthly ONI (AR(1)), temperature (trend + noise) and CO2 (trend), with one spin-up year."""
+@pytest.fixture(autouse=True, scope="module")
+def one_openmp_thread():
+    """Small fits on a shared 2-core machine: OpenMP threads only add overhead."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+def synthetic_drivers(n_years: int = 24, seed: int = 0, temperature_noise: float = 0.1) -> xr.Dataset:
+    """Monthly ONI (AR(1)), temperature (trend + AR(1) noise) and CO2 (trend), with one spin-up year."""
     rng = np.random.default_rng(seed)
     n = 12 * (n_years + 1)
     oni = np.zeros(n)
@@ -44,7 +61,11 @@ def synthetic_drivers(n_years: int = 24, seed: int = 0) -> xr.Dataset:
     return xr.Dataset(
         {
             "oni": ("time", oni, {"units": "K"}),
-            "gistemp_global": ("time", 0.015 * np.arange(n) / 12 + 0.1 * rng.normal(size=n), {"units": "K"}),
+            "gistemp_global": (
+                "time",
+                0.015 * np.arange(n) / 12 + temperature_noise * ar1(rng, (n,), 6.0),
+                {"units": "K"},
+            ),
             "co2": ("time", 337 + 1.8 * np.arange(n) / 12, {"units": "ppm"}),
         },
         coords={"time": time},
@@ -147,13 +168,14 @@ def test_predict_ensemble_mean_is_predict(world) -> None:
     drivers, _, emulator = world
     members = emulator.predict_ensemble(drivers)
     assert members.sizes["member"] == SMALL["n_members"]
-    np.testing.assert_allclose(members.mean("member").values, emulator.predict(drivers)["flux"].values)
+    # float32 arithmetic inside prediction: agreement to float32 rounding
+    np.testing.assert_allclose(members.mean("member").values, emulator.predict(drivers)["flux"].values, rtol=1e-6)
 
 
 def test_drivers_too_short_for_the_lags_raise_naming_months(world) -> None:
     drivers, _, emulator = world
     with pytest.raises(EmulatorError, match=r"need them from 1978-10"):
-        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,))
+        design_matrix(drivers, drivers["time"].values[:5], (0, 3), (0,), ("gistemp_global",))
     with pytest.raises(EmulatorError, match=r"lack \['co2'\]"):
         emulator.predict(drivers.drop_vars("co2"))
 
@@ -282,3 +304,63 @@ def test_apparent_sensitivity_recovers_a_planted_slope_despite_trends() -> None:
     annual_flux = 3.5 * temperature.values - 0.05 * (years - 1980)  # warm years: weaker sink, plus a trend
     flux = xr.DataArray(np.repeat(annual_flux, 12), dims="time", coords={"time": time})
     assert apparent_temperature_sensitivity(flux, temperature) == pytest.approx(3.5, rel=1e-9)
+
+
+def ar1(rng: np.random.Generator, shape: tuple[int, ...], length: float) -> np.ndarray:
+    """Unit-variance AR(1) series along axis -1 with correlation exp(-|lag| / length)."""
+    phi = np.exp(-1 / length)
+    x = np.empty(shape)
+    x[..., 0] = rng.normal(size=shape[:-1])
+    for t in range(1, shape[-1]):
+        x[..., t] = phi * x[..., t - 1] + np.sqrt(1 - phi**2) * rng.normal(size=shape[:-1])
+    return x
+
+
+def test_annual_mean_sd_matches_limits_and_sampled_ar1() -> None:
+    sd = np.full((1, 12, 1), 2.0)
+    assert annual_mean_sd(sd, 1e-6)[0, 0] == pytest.approx(2.0 / np.sqrt(12))  # independent months
+    assert annual_mean_sd(sd, 1e9)[0, 0] == pytest.approx(2.0, rel=1e-6)  # one shared error
+    sampled = 2.0 * ar1(np.random.default_rng(0), (20_000, 12), 4.0)
+    assert annual_mean_sd(sd, 4.0)[0, 0] == pytest.approx(sampled.mean(axis=1).std(), rel=0.03)
+
+
+def test_fit_time_correlation_recovers_a_planted_length() -> None:
+    rng = np.random.default_rng(1)
+    sd = np.full((400, 12, 2), 0.5)
+    errors = 0.5 * ar1(rng, (3, 2, 400 * 12), 6.0)  # model, region, month
+    residual = errors.reshape(3, 2, 400, 12).transpose(0, 2, 3, 1)
+    assert fit_time_correlation(residual, sd) == pytest.approx(6.0, rel=0.25)
+
+
+def test_annual_coverage_of_a_calibrated_prior_is_gaussian() -> None:
+    rng = np.random.default_rng(2)
+    n_years, length = 300, 3.0
+    time = pd.date_range("1700-01", periods=12 * n_years, freq="MS")
+    sd = 0.4 + 0.2 * np.cos(2 * np.pi * time.month.to_numpy() / 12)[:, None] * np.ones((1, 2))
+    teachers = xr.DataArray(
+        sd[None] * ar1(rng, (4, 2, time.size), length).transpose(0, 2, 1),
+        dims=("model", "time", "region"),
+        coords={"model": list("abcd"), "time": time, "region": REGIONS},
+    )
+    prediction = xr.Dataset(
+        {"flux": (("time", "region"), np.zeros(sd.shape)), "flux_sd": (("time", "region"), sd)},
+        coords={"time": time, "region": REGIONS},
+    )
+    with pytest.raises(EmulatorError, match="time_correlation_months"):
+        annual_coverage(prediction, teachers)
+    prediction["flux_sd"].attrs["time_correlation_months"] = length
+    coverage = annual_coverage(prediction, teachers)
+    np.testing.assert_allclose(coverage["annual_coverage_1sigma"], 0.683, atol=0.04)
+    np.testing.assert_allclose(coverage["annual_coverage_2sigma"], 0.954, atol=0.02)
+
+
+def test_linear_part_extrapolates_a_planted_temperature_response() -> None:
+    """Flux = 1.5 PgC/yr per K of temperature (tropics): +1 K, beyond most of the training range, gives ~1.5."""
+    drivers = synthetic_drivers(temperature_noise=0.3)
+    teachers = synthetic_teachers(drivers)
+    warm = 1.5 * drivers["gistemp_global"].values[12:]
+    teachers = teachers + xr.DataArray(np.stack([0 * warm, warm], axis=1), dims=("time", "region"))
+    emulator = LandFluxEmulator(**SMALL, random_state=0).fit(drivers, teachers.assign_attrs(units="PgC yr-1"))
+    per_k = sensitivities(emulator, drivers, drivers["time"].values[24:-24])["flux_per_K_warming"]
+    assert float(per_k.sel(region="tropics")) == pytest.approx(1.5, abs=0.3)
+    assert abs(float(per_k.sel(region="north"))) < 0.3
