@@ -8,6 +8,7 @@ or raises :class:`~observations.schema.ObservationError` naming the file and wha
 from __future__ import annotations
 
 import functools
+import glob
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,8 @@ def _head(path: Path) -> bytes:
 def detect(path: Path | str) -> str:
     """Format name of ``path`` (first matching detector); raise listing the known formats."""
     path = Path(path)
+    if not path.exists() and glob.has_magic(str(path)):  # a glob: the format of the first matching file
+        path = Path(next(iter(sorted(glob.glob(str(path)))), path))
     if not path.exists():
         raise ObservationError(f"{path}: no such file or directory")
     head = _head(path)
@@ -79,7 +82,7 @@ def read(path: Path | str, kind: str | None = None, **options) -> xr.Dataset:
 
     Parameters
     ----------
-    path : file (or, for ``kind="obspack"``, a directory of ObsPack netCDF files)
+    path : file (or, for ``kind="obspack"``, a directory or glob of ObsPack netCDF files)
     kind : str, optional
         One of :data:`READERS` (``sorted(observations.READERS)``); detected when omitted.
     **options

@@ -106,7 +106,7 @@ def test_lazy_read_equals_eager(keep_rejected):
 
 
 def test_glob_reads_the_matching_files():
-    ds = observations.read(FIXTURES / "co2_*_tower-insitu_*.nc", kind="obspack")
+    ds = observations.read(FIXTURES / "co2_*_tower-insitu_*.nc")  # detected from the first match
     assert ds.attrs["n_files"] == 1 and set(ds["site"].values) == {"TWR"}
     assert ds.sizes["obs"] == 48
 
