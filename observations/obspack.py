@@ -389,6 +389,9 @@ def read_obspack(
         given); coords ``intake_height``, ``scale``, ``obspack_num`` and ``file_index`` into the
         per-file variables ``dataset`` and ``lab`` (dim ``file``): ``obspack_id`` =
         ``attrs["obspack_name"] ~ dataset[file_index] ~ obspack_num``; ``value_unc`` kept.
+        ``value_unc``, ``intake_height`` and ``obspack_num`` keep the file's types (float32, int32
+        in ObsPack); a column that is one value in every record of the read (a fixed site's
+        position, the platform, the calibration scale) is a read-only broadcast view of it.
     """
     path = Path(path)
     if path.is_dir():
