@@ -215,35 +215,45 @@ def annual_mean_sd(sd: np.ndarray, time_correlation_months: float) -> np.ndarray
     return np.sqrt(np.einsum("yi...,ij,yj...->y...", sd, correlation, sd)) / 12
 
 
-#: Candidate correlation lengths (months) of :func:`fit_time_correlation`.
-TIME_CORRELATION_GRID = np.geomspace(0.1, 1200.0, 161)
+def interannual_error(residual: np.ndarray, member_var: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The part of held-out residuals an inversion of annual-scale signals needs: sd and time correlation.
 
-
-def fit_time_correlation(residual: np.ndarray, sd: np.ndarray) -> float:
-    """Shortest exponential correlation length that calibrates annual means of held-out residuals.
-
-    With monthly sd already calibrated, the correlation length sets the sd of annual means
-    (:func:`annual_mean_sd`, increasing with the length). The fitted length is the shortest
-    one for which 68.3 % of the annual-mean residuals fall within 1 annual sd.
+    Held-out residuals of the DGVMs against the emulator are dominated by each DGVM's own
+    seasonal cycle (a periodic error with zero annual mean that repeats every year: lag-12
+    autocorrelation ~0.9, lag-6 ~-0.5 on TRENDY-v9). No exponential time correlation describes
+    it, and with the full monthly sd an exponential B overstates annual-mean errors several
+    times. So the residual is split into that persistent seasonal shape (each model's mean
+    residual per calendar month minus its annual mean) and the rest, the *interannual* error;
+    its monthly RMS (plus the ensemble variance), its lag-1 autocorrelation within years (->
+    e-folding length) and one factor calibrating its annual means give the interannual sd.
 
     Parameters
     ----------
     residual : ndarray (model, year, 12, region)
         Held-out residuals (teacher minus prediction), PgC/yr; NaN where a model has no value.
-    sd : ndarray (year, 12, region)
-        Predicted monthly 1-sigma, PgC/yr.
+    member_var : ndarray (year, 12, region)
+        Variance of the ensemble members at those months, (PgC/yr)^2.
 
     Returns
     -------
-    float
-        Months; the grid's ends (0.1, 1200) when annual means are tighter than independent
-        months or looser than fully correlated ones would give.
+    rms : ndarray (12, region)
+        RMS of the interannual residual per calendar month, PgC/yr (before calibration).
+    scale : float
+        Factor on ``sqrt(rms^2 + member_var)`` so that 68.3 % of the annual means of the
+        residuals fall within the annual sd (:func:`annual_mean_sd`) it implies.
+    time_correlation_months : float
+        e-folding length (months) of the exponential correlation, from the pooled lag-1
+        autocorrelation r of the interannual residual: ``-1 / ln r`` (r clipped to 0.01..0.99).
     """
-    annual = np.abs(residual.mean(axis=2))
-    for length in TIME_CORRELATION_GRID:
-        if np.nanquantile(annual / annual_mean_sd(sd, length)[None], ONE_SIGMA) <= 1:
-            return float(length)
-    return float(TIME_CORRELATION_GRID[-1])
+    seasonal = np.nanmean(residual, axis=1, keepdims=True)
+    interannual = residual - (seasonal - seasonal.mean(axis=2, keepdims=True))
+    rms = np.sqrt(np.nanmean(interannual**2, axis=(0, 1)))
+    centred = interannual - np.nanmean(interannual, axis=(1, 2), keepdims=True)
+    lag1 = np.nansum(centred[:, :, 1:] * centred[:, :, :-1]) / np.nansum(centred[:, :, :-1] ** 2)
+    length = float(-1 / np.log(np.clip(lag1, 0.01, 0.99)))
+    annual_sd = annual_mean_sd(np.sqrt(rms[None] ** 2 + member_var), length)
+    scale = float(np.nanquantile(np.abs(interannual.mean(axis=2)) / annual_sd[None], ONE_SIGMA))
+    return rms, scale, length
 
 
 def _stump_tables(
@@ -357,11 +367,12 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         over members (early stopping on the years each member did not draw).
     sd_scale_ : float
         Calibration factor of ``flux_sd`` (fitted on out-of-bag years).
+    interannual_rms_ : ndarray (12, region), PgC/yr
+    interannual_scale_ : float
     time_correlation_months_ : float
-        e-folding length (months) of the exponential time correlation of the prior error that
-        calibrates annual means of the out-of-bag residuals given the monthly ``flux_sd``
-        (:func:`fit_time_correlation`); written as the ``time_correlation_months`` attribute of
-        ``flux_sd`` for the inversion's B.
+        The interannual error model fitted on the out-of-bag years (:func:`interannual_error`):
+        ``flux_sd_interannual = interannual_scale_ * sqrt(interannual_rms_^2 + member variance)``
+        with an exponential time correlation of e-folding ``time_correlation_months_``.
     """
 
     def __init__(
@@ -533,10 +544,9 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         held_out = Y[:, usable] - mu_oob[None]
         self.sd_scale_ = float(np.nanquantile(np.abs(held_out) / sd[None], ONE_SIGMA))
         whole = np.flatnonzero(pd.Series(m_usable).groupby(design.year[usable]).transform("size").to_numpy() == 12)
-        n_years, n_regions = whole.size // 12, Y.shape[2]
-        self.time_correlation_months_ = fit_time_correlation(
-            held_out[:, whole].reshape(Y.shape[0], n_years, 12, n_regions),
-            self.sd_scale_ * sd[whole].reshape(n_years, 12, n_regions),
+        shape = (whole.size // 12, 12, Y.shape[2])
+        self.interannual_rms_, self.interannual_scale_, self.time_correlation_months_ = interannual_error(
+            held_out[:, whole].reshape(Y.shape[0], *shape), draws[usable][whole].var(axis=1).reshape(shape)
         )
 
     # -------------------------------------------------------------- predict
@@ -670,12 +680,19 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         data = {"flux": (("time", "region"), mean, self._flux_attrs("prior land flux (emulator mean)"))}
         if return_std:
             sd_attrs = self._flux_attrs("prior land flux 1-sigma (DGVM spread, emulator error, calibrated)")
-            sd_attrs["time_correlation_months"] = self.time_correlation_months_
             sd_attrs["comment"] = (
-                "errors of different months correlate as exp(-|lag| / time_correlation_months): fitted so that "
-                "annual means of held-out residuals are calibrated given this monthly sd"
+                "monthly 1-sigma including each DGVM's persistent seasonal-cycle error; annual means have much "
+                "smaller errors, see flux_sd_interannual"
             )
             data["flux_sd"] = (("time", "region"), self._raw_sd(member_var, design.month), sd_attrs)
+            interannual = self.interannual_scale_ * np.sqrt(self.interannual_rms_[design.month - 1] ** 2 + member_var)
+            interannual_attrs = self._flux_attrs("prior land flux 1-sigma without the seasonal-cycle error")
+            interannual_attrs["time_correlation_months"] = self.time_correlation_months_
+            interannual_attrs["comment"] = (
+                "for an inversion of annual-scale signals: with errors correlated as exp(-|lag| / "
+                "time_correlation_months) it covers 68 % of held-out annual means (priors.emulator.interannual_error)"
+            )
+            data["flux_sd_interannual"] = (("time", "region"), interannual, interannual_attrs)
         return xr.Dataset(data, coords=coords, attrs=self.provenance())
 
     def _flux_attrs(self, long_name: str) -> dict:
@@ -694,7 +711,16 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         }
 
     # ------------------------------------------------------------ save/load
-    _ARRAYS = ("baseline_coef", "linear_coef", "ridge_alpha", "intercept", "dgvm_spread", "model_error", "n_stumps")
+    _ARRAYS = (
+        "baseline_coef",
+        "linear_coef",
+        "ridge_alpha",
+        "intercept",
+        "dgvm_spread",
+        "model_error",
+        "n_stumps",
+        "interannual_rms",
+    )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted emulator to an ``.npz`` file (arrays + JSON metadata; no pickle), atomically."""
@@ -710,6 +736,7 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             "training_years": self.training_years_.tolist(),
             "sd_scale": self.sd_scale_,
             "time_correlation_months": self.time_correlation_months_,
+            "interannual_scale": self.interannual_scale_,
         }
         meta["params"]["random_state"] = None if not isinstance(self.random_state, int) else self.random_state
         arrays = {name: getattr(self, f"{name}_") for name in self._ARRAYS}
@@ -750,5 +777,6 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         emulator.training_years_ = np.asarray(meta["training_years"])
         emulator.sd_scale_ = float(meta["sd_scale"])
         emulator.time_correlation_months_ = float(meta["time_correlation_months"])
+        emulator.interannual_scale_ = float(meta["interannual_scale"])
         emulator._compile()
         return emulator

@@ -83,7 +83,7 @@ def blocked_cross_validation(
     -------
     Dataset (time, region)
         ``flux`` and ``flux_sd`` predicted by emulators that did not see that year; the
-        ``time_correlation_months`` attribute of ``flux_sd`` is the mean over the folds.
+        ``time_correlation_months`` attribute of ``flux_sd_interannual`` is the mean over the folds.
     """
     years = pd.DatetimeIndex(flux["time"].values).year.to_numpy()
     unique = np.unique(years)
@@ -94,7 +94,7 @@ def blocked_cross_validation(
         parts.append(model.predict(drivers, time=flux["time"].values[held]))
         lengths.append(model.time_correlation_months_)
     heldout = xr.concat(parts, dim="time").sortby("time")
-    heldout["flux_sd"].attrs["time_correlation_months"] = float(np.mean(lengths))
+    heldout["flux_sd_interannual"].attrs["time_correlation_months"] = float(np.mean(lengths))
     return heldout
 
 
@@ -143,14 +143,15 @@ def skill_scores(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
 def annual_coverage(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
     """Coverage of the individual DGVMs' annual-mean region fluxes by the annual-scale prior sd.
 
-    The annual sd combines the monthly ``flux_sd`` with the exponential time correlation of
-    length ``flux_sd.attrs["time_correlation_months"]`` (:func:`priors.emulator.annual_mean_sd`),
-    i.e. the annual-mean block of the inversion's B.
+    The annual sd combines the monthly ``flux_sd_interannual`` with the exponential time
+    correlation of length ``flux_sd_interannual.attrs["time_correlation_months"]``
+    (:func:`priors.emulator.annual_mean_sd`), i.e. the annual-mean block of an inversion's B
+    built from them.
 
     Parameters
     ----------
     prediction : Dataset (time, region)
-        Held-out ``flux`` and ``flux_sd`` over whole calendar years (January to December).
+        Held-out ``flux`` and ``flux_sd_interannual`` over whole calendar years (January to December).
     flux : DataArray (model, time, region)
         Teacher fluxes.
 
@@ -160,9 +161,10 @@ def annual_coverage(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
         ``annual_coverage_1sigma``, ``annual_coverage_2sigma`` (a calibrated Gaussian gives 0.683
         and 0.954) and ``annual_sd`` (PgC yr-1, mean over years).
     """
-    length = prediction["flux_sd"].attrs.get("time_correlation_months")
+    sd_name = "flux_sd_interannual"
+    length = prediction[sd_name].attrs.get("time_correlation_months") if sd_name in prediction else None
     if length is None:
-        raise EmulatorError("prediction flux_sd has no time_correlation_months attribute; predict with the emulator")
+        raise EmulatorError(f"prediction has no {sd_name} with a time_correlation_months attribute; use the emulator")
     month = prediction["time"].dt.month.values
     if month.size % 12 or not (month.reshape(-1, 12) == np.arange(1, 13)).all():
         raise EmulatorError("annual coverage needs whole calendar years (January..December) in the prediction")
@@ -170,7 +172,7 @@ def annual_coverage(prediction: xr.Dataset, flux: xr.DataArray) -> xr.Dataset:
     shape = (n_years, 12, n_regions)
     residual = (flux.sel(time=prediction["time"]) - prediction["flux"]).transpose("model", "time", "region").values
     annual_error = residual.reshape(-1, *shape).mean(axis=2)
-    sd = annual_mean_sd(prediction["flux_sd"].transpose("time", "region").values.reshape(shape), float(length))
+    sd = annual_mean_sd(prediction[sd_name].transpose("time", "region").values.reshape(shape), float(length))
     z = np.abs(annual_error) / sd[None]
     valid = np.isfinite(z)
     coverage = {k: ((z <= k) & valid).sum(axis=(0, 1)) / valid.sum(axis=(0, 1)) for k in (1, 2)}

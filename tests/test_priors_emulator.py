@@ -17,7 +17,7 @@ from priors.emulator import (
     _stump_tables,
     annual_mean_sd,
     design_matrix,
-    fit_time_correlation,
+    interannual_error,
 )
 from priors.skill import (
     annual_anomaly,
@@ -241,6 +241,9 @@ def test_land_flux_prior_contract(shared_data, tmp_path) -> None:
         assert prior[name].attrs["units"] == "PgC yr-1" and "positive to the atmosphere" in prior[name].attrs["sign"]
     assert {"prior_source", "training_years", "teacher_models", "software_version"} <= set(prior.attrs)
     assert (prior["flux_sd"] > 0).all()
+    # the annual-scale error model for B: shorter than a year, smaller than the seasonal-cycle-dominated sd
+    assert 0 < prior["flux_sd_interannual"].attrs["time_correlation_months"] < 12
+    assert (prior["flux_sd_interannual"] < prior["flux_sd"]).mean() > 0.9
     annual_sink = -prior["flux"].sum("region").groupby("time.year").mean()
     assert ((annual_sink > -1) & (annual_sink < 4)).all()  # a net land sink of the TRENDY-v9 S3 kind
     again = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)  # loads, same answer
@@ -324,12 +327,18 @@ def test_annual_mean_sd_matches_limits_and_sampled_ar1() -> None:
     assert annual_mean_sd(sd, 4.0)[0, 0] == pytest.approx(sampled.mean(axis=1).std(), rel=0.03)
 
 
-def test_fit_time_correlation_recovers_a_planted_length() -> None:
+def test_interannual_error_separates_a_persistent_seasonal_error_and_recovers_the_rest() -> None:
+    """Residual = each model's own seasonal shape (1 PgC/yr, repeats every year) + AR(1) of sd 0.3, length 4."""
     rng = np.random.default_rng(1)
-    sd = np.full((400, 12, 2), 0.5)
-    errors = 0.5 * ar1(rng, (3, 2, 400 * 12), 6.0)  # model, region, month
-    residual = errors.reshape(3, 2, 400, 12).transpose(0, 2, 3, 1)
-    assert fit_time_correlation(residual, sd) == pytest.approx(6.0, rel=0.25)
+    n_models, n_years, n_regions = 4, 300, 2
+    phase = rng.integers(12, size=(n_models, 1, 1, n_regions))
+    seasonal = np.cos(2 * np.pi * (np.arange(12)[None, None, :, None] - phase) / 12)  # model, 1, month, region
+    noise = 0.3 * ar1(rng, (n_models, n_regions, n_years * 12), 4.0)
+    residual = seasonal + noise.reshape(n_models, n_regions, n_years, 12).transpose(0, 2, 3, 1)
+    rms, scale, length = interannual_error(residual, np.zeros((n_years, 12, n_regions)))
+    np.testing.assert_allclose(rms, 0.3, rtol=0.1)  # the seasonal shape is not in it
+    assert length == pytest.approx(4.0, rel=0.15)
+    assert scale == pytest.approx(1.0, abs=0.1)  # AR(1) is exponential: already calibrated
 
 
 def test_annual_coverage_of_a_calibrated_prior_is_gaussian() -> None:
@@ -343,12 +352,12 @@ def test_annual_coverage_of_a_calibrated_prior_is_gaussian() -> None:
         coords={"model": list("abcd"), "time": time, "region": REGIONS},
     )
     prediction = xr.Dataset(
-        {"flux": (("time", "region"), np.zeros(sd.shape)), "flux_sd": (("time", "region"), sd)},
+        {"flux": (("time", "region"), np.zeros(sd.shape)), "flux_sd_interannual": (("time", "region"), sd)},
         coords={"time": time, "region": REGIONS},
     )
     with pytest.raises(EmulatorError, match="time_correlation_months"):
         annual_coverage(prediction, teachers)
-    prediction["flux_sd"].attrs["time_correlation_months"] = length
+    prediction["flux_sd_interannual"].attrs["time_correlation_months"] = length
     coverage = annual_coverage(prediction, teachers)
     np.testing.assert_allclose(coverage["annual_coverage_1sigma"], 0.683, atol=0.04)
     np.testing.assert_allclose(coverage["annual_coverage_2sigma"], 0.954, atol=0.02)
