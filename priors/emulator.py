@@ -66,6 +66,7 @@ __all__ = [
     "TEMPERATURE_DRIVERS",
     "EmulatorError",
     "LandFluxEmulator",
+    "StaleEmulatorError",
 ]
 
 ENSO_DRIVER = "oni"
@@ -86,6 +87,10 @@ FORMAT = "priors.LandFluxEmulator/2"
 
 class EmulatorError(ValueError):
     """Drivers or teacher fluxes that the emulator cannot use, or a file it cannot load."""
+
+
+class StaleEmulatorError(EmulatorError):
+    """A saved emulator written by another version of the file format (re-train it)."""
 
 
 def _version() -> str:
@@ -763,7 +768,7 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
             raise EmulatorError(f"{path}: not a readable .npz emulator file ({err})") from err
         meta = json.loads(str(files.pop("meta"))) if "meta" in files else {}
         if meta.get("format") != FORMAT:
-            raise EmulatorError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-train and save")
+            raise StaleEmulatorError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}; re-train and save")
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["params"].items()}
         emulator = cls(**params)
         n_tables = len(meta["feature_names"]) + len(SEASON_FEATURES)

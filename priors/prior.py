@@ -9,10 +9,13 @@ This is the one call the inversion pipeline needs::
 ``prior`` holds ``flux`` and ``flux_sd`` over (``time`` = month starts, ``region`` = the 11
 TransCom-3 land regions as in ``assim.state.TRANSCOM3_LAND``), PgC yr-1, positive to the
 atmosphere, with CF and provenance attributes; ``assim.Problem.from_datasets(prior, ...)``
-takes it as ``x_prior`` and scales B with ``flux_sd``. The error correlation in time that
-goes with that sd is ``prior["flux_sd"].attrs["time_correlation_months"]`` (e-folding months of
-an exponential correlation, fitted so that annual means of held-out residuals are calibrated):
-use it as the length of B's ``ExponentialCorrelation`` in time.
+takes it as ``x_prior`` and scales B with ``flux_sd``.
+
+``flux_sd`` is the monthly 1-sigma and is dominated by each DGVM's own seasonal cycle, an error
+that repeats every year and averages out over a year. For an inversion of annual-scale signals
+use instead ``flux_sd_interannual`` with an exponential time correlation of e-folding
+``prior["flux_sd_interannual"].attrs["time_correlation_months"]`` months: that pair covers 68 %
+of held-out annual means (``priors.emulator.interannual_error``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 import xarray as xr
 
 from priors.drivers import load_drivers
-from priors.emulator import EmulatorError, LandFluxEmulator
+from priors.emulator import EmulatorError, LandFluxEmulator, StaleEmulatorError
 from priors.teachers import TRANSCOM3_LAND_REGIONS, read_trendy_monthly
 
 __all__ = ["land_flux_prior", "train_emulator"]
@@ -75,24 +78,27 @@ def land_flux_prior(
     data_dir : Path, optional
         ``../shared/data`` (or ``$ASSIM_SHARED_DATA``) by default.
     model_path : path-like, optional
-        A saved emulator (``.npz``). Loaded if it exists; otherwise the emulator is trained and
-        saved there. ``None`` trains in memory every call.
+        A saved emulator (``.npz``). Loaded if it exists; otherwise (or if it was written by an
+        older file format) the emulator is trained and saved there. ``None`` trains in memory every call.
     random_state : int or None
         Seed used when training.
 
     Returns
     -------
     Dataset (time, region)
-        ``flux`` and ``flux_sd``, PgC yr-1, positive to the atmosphere (``flux_sd`` carries
-        ``time_correlation_months``, the e-folding length in months of the error correlation in
-        time for the inversion's B); ``time`` = month starts
+        ``flux``, ``flux_sd`` and ``flux_sd_interannual`` (with attribute
+        ``time_correlation_months``), PgC yr-1, positive to the atmosphere; ``time`` = month starts
         (datetime64[ns]), ``region`` = the 11 TransCom-3 land region names; attrs
         ``prior_source``, ``training_years``, ``teacher_models``, ``software_version``,
         ``Conventions``, ``history``.
     """
+    emulator = None
     if model_path is not None and Path(model_path).exists():
-        emulator = LandFluxEmulator.load(model_path)
-    else:
+        try:
+            emulator = LandFluxEmulator.load(model_path)
+        except StaleEmulatorError:  # a cache written by an older version: train again and replace it
+            emulator = None
+    if emulator is None:
         emulator = train_emulator(data_dir, random_state=random_state)
         if model_path is not None:
             emulator.save(model_path)

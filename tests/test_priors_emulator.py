@@ -14,6 +14,7 @@ from priors import land_flux_prior
 from priors.emulator import (
     EmulatorError,
     LandFluxEmulator,
+    StaleEmulatorError,
     _stump_tables,
     annual_mean_sd,
     design_matrix,
@@ -159,6 +160,9 @@ def test_save_load_round_trip_without_pickle(world, tmp_path) -> None:
     loaded = LandFluxEmulator.load(path)
     xr.testing.assert_identical(loaded.predict(drivers), emulator.predict(drivers))
     assert loaded.get_params() == emulator.get_params()
+    np.savez(tmp_path / "old.npz", meta=np.array('{"format": "priors.LandFluxEmulator/1"}'))
+    with pytest.raises(StaleEmulatorError, match=r"old\.npz.*re-train"):
+        LandFluxEmulator.load(tmp_path / "old.npz")
     (tmp_path / "other.npz").write_bytes(b"not a zip")
     with pytest.raises(EmulatorError, match=r"other\.npz"):
         LandFluxEmulator.load(tmp_path / "other.npz")
