@@ -9,12 +9,16 @@ Cases (``python benchmarks/solvers.py [case ...]``, default all):
   max relative error of the mean and of the sd (the crossover is where ``speedup`` passes 1).
 * ``nowcast``: adding one month to 30 years x 22 regions with the carried full-rank ensemble vs
   re-solving everything with ``analytic`` (goal: <= 1/20 of the time), and their agreement.
-* ``calibration``: OSSE 1- and 2-sigma coverage of regional annual sinks for each solver over
-  seeded worlds (goal 62-74 % and 91-98 %).
+* ``calibration``: OSSE 1- and 2-sigma coverage of regional annual sinks for each solver
+  (``--calibration-methods``, default analytic, variational, ensemble, hierarchical) over
+  ``--worlds`` seeded worlds (default 200; goal 62-74 % and 91-98 %); hierarchical with
+  ``--calibration-draws`` draws and tuning steps per chain (default 200, 2 chains).
 * ``peer``: hierarchical vs openghg_inversions 0.7.4 ``inferpymc`` on the peer harness's own
   ``make_problem()`` (../shared/peers): effective samples per second of four regional totals
-  (basis functions grouped by quadrant of the unit square), for our marginalised model and our
-  run of the peer's lognormal model, and the agreement of posterior means and sds. The peer runs
+  (basis functions grouped by quadrant of the unit square), for our marginalised model (one
+  mismatch factor per site, as the peer; also with 200 tuning steps, and with one shared
+  factor) and our run of the peer's lognormal model, and the agreement of posterior means and
+  sds. ``ess_per_s_ratio`` is the per-site marginalised model with the peer's draws and tuning. The peer runs
   in its own virtual environment (``--peer-python``), through this file's ``--peer-worker`` mode.
 
 Only numpy is imported at the top: the ``--peer-worker`` mode runs in the peer's environment,
@@ -361,13 +365,16 @@ def case_peer(n: int, m: int, tune: int, draws: int, chains: int, seed: int, pee
     record |= {"peer_seconds": peer_wall, "peer_ess_min": peer_ess, "peer_ess_per_s": peer_rate}
     peer_mean, peer_sd = peer_x.reshape(-1, n).mean(0), peer_x.reshape(-1, n).std(0, ddof=1)
     shared = replace(problem, obs=problem.obs.assign_coords(category=("obs", np.full(m, "all"))))
-    variants = {  # label: (problem, scaling); "shared": one mismatch factor for all sites (O(n) eigen form)
-        "marginalised": (problem, "gaussian"),
-        "marginalised_shared_mismatch": (shared, "gaussian"),
-        "lognormal": (problem, "lognormal"),
+    # label: (problem, scaling, tuning steps); "shared": one mismatch factor for all sites (O(n) eigen form);
+    # "short_tune": the same draws after 200 tuning steps (ample for nutpie on 5 hyperparameters)
+    variants = {
+        "marginalised": (problem, "gaussian", tune),
+        "marginalised_short_tune": (problem, "gaussian", min(tune, 200)),
+        "marginalised_shared_mismatch": (shared, "gaussian", tune),
+        "lognormal": (problem, "lognormal", tune),
     }
-    for label, (variant, scaling) in variants.items():
-        config = HierarchicalConfig(draws=draws, tune=tune, chains=chains, seed=seed, scaling=scaling)
+    for label, (variant, scaling, variant_tune) in variants.items():
+        config = HierarchicalConfig(draws=draws, tune=variant_tune, chains=chains, seed=seed, scaling=scaling)
         for _ in range(2):  # first run fills the numba/PyTensor caches; report the warm one
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)

@@ -210,8 +210,11 @@ def test_nowcast_month_by_month_equals_batch(world) -> None:
         extend(carried, state, x_b, B)
 
 
-@pytest.mark.parametrize(("method", "options"), [("variational", {}), ("ensemble", {})])
+@pytest.mark.parametrize(
+    ("method", "options"), [("variational", {}), ("ensemble", {}), ("hierarchical", {"draws": 200, "tune": 200})]
+)
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # hierarchical: 200 draws may fall short of the ESS goal
 def test_osse_calibration(world, method: str, options: dict) -> None:
     """Regional annual sinks: truth inside 1-sigma 62-74 % and inside 2-sigma 91-98 % of the time (30 worlds)."""
     _, _, _, regions, transport = world

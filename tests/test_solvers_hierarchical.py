@@ -109,14 +109,27 @@ def test_pymc_model_density_is_the_marginal_evidence(form: str, groups: str) -> 
         + jacobian
     )
     assert float(model.compile_logp()(point)) == pytest.approx(expected, rel=1e-9)
-    # the numpy density nutpie samples: same value, and its analytic gradient is PyTensor's autodiff
+    # the numpy density nutpie samples is the same function of (log scales, offsets)
     density = MarginalDensity(ev, config)
     theta = np.r_[np.log(prior_scale), np.log(mismatch), offset]
-    value, gradient = density.logp(theta)
-    assert value == pytest.approx(expected, rel=1e-9)
-    names = ["prior_scale_log__", "mismatch_scale_log__", "offset"]
-    autodiff = model.compile_dlogp(vars=[model[name.removesuffix("_log__")] for name in names])
-    np.testing.assert_allclose(gradient, autodiff(point), rtol=1e-7, atol=1e-9)
+    assert density.logp(theta)[0] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(("form", "groups"), [("state", "region"), ("observation", "region"), ("eigen", "global")])
+def test_marginal_density_gradient_is_the_finite_difference(form: str, groups: str) -> None:
+    p = labelled(small_problem(seed=0, n_obs=60))
+    if form == "eigen":
+        p = replace(p, obs=p.obs.assign_coords(category=("obs", np.full(p.m, "mbl"))))
+    density = MarginalDensity(
+        MarginalEvidence(p, groups, offsets=True, form=form), HierarchicalConfig(offset_sd_ppm=0.5)
+    )
+    theta = np.random.default_rng(3).normal(0, 0.2, density.ndim)
+    _, gradient = density.logp(theta)
+    step = 1e-6
+    central = [
+        (density.logp(theta + step * e)[0] - density.logp(theta - step * e)[0]) / (2 * step) for e in np.eye(theta.size)
+    ]
+    np.testing.assert_allclose(gradient, central, rtol=1e-6, atol=1e-6 * np.abs(central).max())
 
 
 def test_fixed_hyperparameters_give_the_analytic_posterior_and_exact_draws() -> None:
@@ -191,7 +204,7 @@ class _Interrupted(Exception):
     """Raised from the checkpoint callback to simulate a run killed after its first chain."""
 
 
-@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS")
+@pytest.mark.filterwarnings("ignore:hierarchical. sampler not converged")  # 150 draws: R-hat checked below
 def test_checkpoint_resumes_an_interrupted_run(tmp_path) -> None:
     import arviz as az
 
