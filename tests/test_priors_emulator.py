@@ -377,3 +377,16 @@ def test_linear_part_extrapolates_a_planted_temperature_response() -> None:
     per_k = sensitivities(emulator, drivers, drivers["time"].values[24:-24])["flux_per_K_warming"]
     assert float(per_k.sel(region="tropics")) == pytest.approx(1.5, abs=0.3)
     assert abs(float(per_k.sel(region="north"))) < 0.3
+
+
+def test_threaded_chunked_prediction_equals_one_thread(world) -> None:
+    drivers, _, emulator = world
+    n = 5000  # several chunks of 2048 months
+    tiled = drivers.isel(time=np.arange(n) % drivers.sizes["time"]).assign_coords(
+        time=pd.date_range("1000-01", periods=n, freq="MS").to_numpy("datetime64[ns]")
+    )
+    fitted = {k: v for k, v in vars(emulator).items() if k.endswith("_") or k == "_compiled"}
+    one, two = (clone(emulator).set_params(n_jobs=n_jobs) for n_jobs in (1, 2))
+    for copy in (one, two):
+        copy.__dict__.update(fitted)
+    xr.testing.assert_identical(one.predict(tiled), two.predict(tiled))
