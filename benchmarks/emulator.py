@@ -5,6 +5,8 @@ One JSON line per case (needs ../shared/data or $ASSIM_SHARED_DATA):
 * ``skill``: blocked cross-validation by 5-year blocks over the TRENDY-v9 years 1960-2019:
   ``heldout_iav_corr`` (global annual land flux anomaly vs the DGVM mean; goal >= 0.75),
   ``baseline_iav_corr`` (leave-one-year-out linear regression on annual temperature, ENSO, CO2),
+  ``heldout_iav_corr_global_temperature_only`` (the emulator without the hemispheric GISTEMP
+  drivers, which ``land_flux_prior`` uses for periods past their end, 2025-02),
   ``coverage_1sigma``/``coverage_2sigma`` of the individual DGVM region-months (goal 60-76 %
   and 90-98 %), and ``extrapolation_bias_pgc``: emulator trained on 1960-2019, global land sink
   2020-2024 minus the GCB2025 DGVM mean (PgC/yr, positive = emulator sink larger).
@@ -37,7 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from priors import load_drivers, read_gcb2025_dgvm_sinks, read_trendy_monthly
 from priors.drivers import read_gistemp_zonal_annual
-from priors.emulator import REQUIRED_DRIVERS, LandFluxEmulator
+from priors.emulator import REQUIRED_DRIVERS, TEMPERATURE_DRIVER, LandFluxEmulator
 from priors.skill import (
     GLOBAL,
     annual_coverage,
@@ -80,6 +82,9 @@ def main() -> int:
     cv_s = time.perf_counter() - t0
     scores = skill_scores(heldout, flux)
     annual = annual_coverage(heldout, flux)
+    global_only = LandFluxEmulator(random_state=0, temperature_drivers=(TEMPERATURE_DRIVER,))
+    global_only_scores = skill_scores(blocked_cross_validation(global_only, drivers, flux), flux)
+    global_only_corr = float(global_only_scores["iav_corr"].sel(region=GLOBAL))
     baseline = linear_baseline_cv(drivers, flux)
     baseline_corr = float(iav_correlation(baseline, flux.mean("model").sum("region")))
 
@@ -94,6 +99,7 @@ def main() -> int:
             "cv": "blocked 5-year blocks, 1960-2019",
             "heldout_iav_corr": round(float(scores["iav_corr"].sel(region=GLOBAL)), 3),
             "baseline_iav_corr": round(baseline_corr, 3),
+            "heldout_iav_corr_global_temperature_only": round(global_only_corr, 3),
             "coverage_1sigma": round(float((regions["coverage_1sigma"] * 1).mean()), 3),
             "coverage_2sigma": round(float((regions["coverage_2sigma"] * 1).mean()), 3),
             "annual_coverage_1sigma": round(float(annual["annual_coverage_1sigma"].mean()), 3),

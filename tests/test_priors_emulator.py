@@ -252,6 +252,10 @@ def test_land_flux_prior_contract(shared_data, tmp_path) -> None:
     assert ((annual_sink > -1) & (annual_sink < 4)).all()  # a net land sink of the TRENDY-v9 S3 kind
     again = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)  # loads, same answer
     xr.testing.assert_allclose(again.drop_attrs(), prior.drop_attrs())
+    assert prior.attrs["drivers"] == "gistemp_global gistemp_nh gistemp_sh oni co2"
+    # past the end of the hemispheric GISTEMP files (2025-02) the prior falls back to global temperature
+    later = land_flux_prior("2024-01", "2025-12", data_dir=shared_data, model_path=path)
+    assert later.attrs["drivers"] == "gistemp_global oni co2" and later.sizes["time"] == 24
 
 
 def synthetic_tower_table(n_sites: int = 12, seed: int = 0) -> pd.DataFrame:
