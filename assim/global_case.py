@@ -391,6 +391,21 @@ def land_prior(config: RealConfig, state: StateVector, regions: xr.Dataset, gcb:
     )
 
 
+def land_prior_sd(prior: xr.Dataset, config: RealConfig) -> tuple[np.ndarray, float]:
+    """The land prior's 1-sigma (time, region), PgC/yr, and the e-folding time (months) of its errors.
+
+    The emulator's interannual error (``flux_sd_interannual``, with its fitted
+    ``time_correlation_months``) when the prior has it: its monthly ``flux_sd`` is mostly each
+    DGVM's own seasonal cycle, an error that repeats every year and that R's seasonal term
+    already carries; with a short correlation it made the annual prior about 3 PgC/yr loose.
+    Else ``flux_sd`` with ``config.time_correlation_months``.
+    """
+    if "flux_sd_interannual" in prior:
+        sd = prior["flux_sd_interannual"]
+        return sd.transpose("time", "region").values, float(sd.attrs["time_correlation_months"])
+    return prior["flux_sd"].transpose("time", "region").values, config.time_correlation_months
+
+
 @dataclass(frozen=True)
 class GlobalCase:
     """The assembled problem and what the summary needs besides the posterior."""
@@ -413,10 +428,11 @@ def global_problem(config: RealConfig, regions: xr.Dataset, transport_name: str 
     extra_mean, extra_cov = _extra_prior(config, gcb, first_global)
     n_offsets = state.n_extra - extra_mean.size
     x_prior = np.concatenate([prior["flux"].values.ravel(), extra_mean, np.zeros(n_offsets)])
+    sd, months = land_prior_sd(prior, config)
     land_cov = prior_covariance(
         StateVector(state.time, regions),
-        prior["flux_sd"].values,
-        ExponentialCorrelation(config.time_correlation_months),
+        sd,
+        ExponentialCorrelation(months),
         ExponentialCorrelation(config.region_correlation_km),
     )
     B = StackedCovariance([land_cov, block_diag(extra_cov, np.eye(n_offsets) * config.station_offset_sd_ppm**2)])

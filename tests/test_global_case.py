@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from assim import solve
 from assim.global_case import (
     RealConfig,
     global_problem,
+    land_prior_sd,
     probability_below,
     summarize_global,
     uncertainty_budget,
@@ -85,3 +87,19 @@ def test_stations_split_the_sink_by_latitude(shared_data) -> None:
     reduction = run["uncertainty_reduction"].mean("year")
     assert float(reduction.sel(aggregate="Northern extratropics (30N-90N)")) > 0.1
     assert float(run["chi2_reduced"]) < 3
+
+
+def test_emulator_prior_uses_its_interannual_error_and_correlation() -> None:
+    time = np.array(["2020-01-01", "2020-02-01"], dtype="datetime64[ns]")
+    prior = xr.Dataset(
+        {
+            "flux": (("time", "region"), np.zeros((2, 1))),
+            "flux_sd": (("time", "region"), np.full((2, 1), 2.0)),
+            "flux_sd_interannual": (("time", "region"), np.full((2, 1), 0.5), {"time_correlation_months": 1.45}),
+        },
+        coords={"time": time, "region": ["Europe"]},
+    )
+    sd, months = land_prior_sd(prior, RealConfig())
+    assert months == 1.45 and np.all(sd == 0.5)
+    sd, months = land_prior_sd(prior.drop_vars("flux_sd_interannual"), RealConfig(time_correlation_months=3.0))
+    assert months == 3.0 and np.all(sd == 2.0)
