@@ -224,8 +224,13 @@ def case_nowcast(years: int, n_region: int, sites: int) -> dict:
     }
 
 
-def case_calibration(worlds: dict[str, int], options: dict[str, dict]) -> list[dict]:
-    """Coverage over ``worlds[method]`` seeded OSSE worlds, solving each with ``options[method]``."""
+def case_calibration(worlds: dict[str, int], options: dict[str, dict], anomaly: float | None = None) -> list[dict]:
+    """Coverage over ``worlds[method]`` seeded OSSE worlds, solving each with ``options[method]``.
+
+    ``anomaly``: the planted anomaly (PgC/yr; default the OsseConfig one). With 0 the truth is a
+    pure draw from the prior (x_b, B), the world the hierarchical model's hyperpriors centre on.
+    """
+    planted = {} if anomaly is None else {"anomaly_pgc_per_yr": anomaly}
     from scipy.stats import norm
 
     from assim import solve
@@ -239,7 +244,7 @@ def case_calibration(worlds: dict[str, int], options: dict[str, dict]) -> list[d
     for method, count in worlds.items():
         z, t0 = [], time.perf_counter()
         for seed in range(count):
-            config = OsseConfig(start="2023-01", end="2024-12", seed=seed)
+            config = OsseConfig(start="2023-01", end="2024-12", seed=seed, **planted)
             world = make_world(config, regions, transport)
             problem = world_problem(world, config, regions, transport)
             with warnings.catch_warnings():
@@ -256,6 +261,7 @@ def case_calibration(worlds: dict[str, int], options: dict[str, dict]) -> list[d
                 "n": problem.n,
                 "m": problem.m,
                 "worlds": count,
+                "anomaly_pgc_per_yr": config.anomaly_pgc_per_yr,
                 **options.get(method, {}),
                 "intervals": int(z.size),
                 "seconds": time.perf_counter() - t0,
@@ -424,6 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nowcast-years", type=int, default=30)
     parser.add_argument("--worlds", type=int, default=200, help="OSSE worlds per solver (calibration)")
     parser.add_argument("--calibration-methods", nargs="+", default=list(CALIBRATED))
+    parser.add_argument("--anomaly-pgc", type=float, default=None, help="planted OSSE anomaly (PgC/yr)")
     parser.add_argument("--calibration-draws", type=int, default=200, help="hierarchical draws (= tune) per chain")
     args = parser.parse_args(argv)
     if args.peer_worker:
@@ -442,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
             case_calibration(
                 dict.fromkeys(args.calibration_methods, args.worlds),
                 {"hierarchical": {"draws": draws, "tune": draws, "chains": 2}},
+                args.anomaly_pgc,
             )
         elif case == "peer":
             emit(case_peer(args.n, args.m, args.tune, args.draws, args.chains, args.seed, args.peer_python))
