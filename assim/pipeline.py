@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import xarray as xr
@@ -11,8 +14,9 @@ from tqdm.auto import tqdm
 
 from assim.config import Config, config_from_dict
 from assim.covariance import DiagonalCovariance
-from assim.global_case import global_problem, summarize_global
-from assim.osse import fixed_flux_background, make_world, world_prior, world_problem
+from assim.global_case import GlobalCase, global_problem, summarize_global
+from assim.osse import World, fixed_flux_background, make_world, world_prior, world_problem
+from assim.posterior import Posterior
 from assim.problem import Problem
 from assim.regional import regional_problem, summarize_regional
 from assim.report import read_run
@@ -23,6 +27,8 @@ from assim.summary import summarize
 from assim.transport import make_transport
 from observations import validate
 
+T = TypeVar("T")
+
 
 def run(config: Config, progress: bool = True) -> xr.Dataset:
     """Run the case named by ``config.run.case`` ("global", "osse" or "regional")."""
@@ -31,74 +37,86 @@ def run(config: Config, progress: bool = True) -> xr.Dataset:
 
 def run_global(config: Config, progress: bool = True) -> xr.Dataset:
     """The real global case of ``config.real``: data -> Problem -> ``config.run.method`` -> summary."""
-    steps = tqdm(total=3, desc="assim", disable=not progress, leave=False)
-    steps.set_postfix_str("reading data, building H and R")
-    case = global_problem(config.real, transcom3_land_regions(), config.transport.name, **config.transport.options)
-    steps.update()
-    steps.set_postfix_str(f"solving ({config.run.method}, n={case.problem.n}, m={case.problem.m})")
-    posterior = solve(case.problem, method=config.run.method)
-    steps.update()
-    steps.set_postfix_str("summarising")
-    result = summarize_global(case, posterior, config.real, config.run.reference_period)
-    steps.update()
-    steps.close()
-    return result.assign_attrs(config=config.to_toml())
+
+    def build() -> tuple[Problem, GlobalCase]:
+        regions, options = transcom3_land_regions(), config.transport.options
+        case = global_problem(config.real, regions, config.transport.name, **options)
+        return case.problem, case
+
+    def summarise(posterior: Posterior, case: GlobalCase) -> xr.Dataset:
+        result = summarize_global(case, posterior, config.real, config.run.reference_period)
+        return result.assign_attrs(config=config.to_toml())
+
+    return _solve_in_steps(config, progress, "reading data, building H and R", build, summarise)
 
 
 def run_osse(config: Config, progress: bool = True) -> xr.Dataset:
     """Draw the synthetic world of ``config.osse``, invert it with ``config.run.method``, summarise."""
-    steps = tqdm(total=3, desc="assim", disable=not progress, leave=False)
     regions = transcom3_land_regions()
     transport = make_transport(config.transport.name, **config.transport.options)
-    steps.set_postfix_str("synthetic world and transport")
-    world = make_world(config.osse, regions, transport)
-    problem = world_problem(world, config.osse, regions, transport)
-    steps.update()
-    steps.set_postfix_str(f"solving ({config.run.method}, n={problem.n}, m={problem.m})")
-    posterior = solve(problem, method=config.run.method)
-    steps.update()
-    steps.set_postfix_str("summarising")
-    run = summarize(
-        posterior,
-        reference=config.run.reference_period,
-        truth=world.truth,
-        attrs={
-            "title": f"assim OSSE (seed {world.seed}): land sink by region with a known truth",
-            "config": config.to_toml(),
-            "prior_source": world.prior.attrs["prior_source"],
-            "osse_seed": world.seed,
-            "transport": transport.describe(),
-        },
-    )
-    steps.update()
-    if config.run.method == "ensemble":  # carry the ensemble so `assim nowcast` continues without re-solving
-        carried = Ensemble(problem.state, problem.x_prior, posterior.mean, posterior.covariance.factor)
-        run = xr.merge([run, carried_variables(carried, problem.obs)], combine_attrs="override")
-    steps.close()
-    return run
+
+    def build() -> tuple[Problem, World]:
+        world = make_world(config.osse, regions, transport)
+        return world_problem(world, config.osse, regions, transport), world
+
+    def summarise(posterior: Posterior, world: World) -> xr.Dataset:
+        run = summarize(
+            posterior,
+            reference=config.run.reference_period,
+            truth=world.truth,
+            attrs={
+                "title": f"assim OSSE (seed {world.seed}): land sink by region with a known truth",
+                "config": config.to_toml(),
+                "prior_source": world.prior.attrs["prior_source"],
+                "osse_seed": world.seed,
+                "transport": transport.describe(),
+            },
+        )
+        if config.run.method == "ensemble":  # carry the ensemble so `assim nowcast` continues without re-solving
+            problem = posterior.problem
+            carried = Ensemble(problem.state, problem.x_prior, posterior.mean, posterior.covariance.factor)
+            run = xr.merge([run, carried_variables(carried, problem.obs)], combine_attrs="override")
+        return run
+
+    return _solve_in_steps(config, progress, "synthetic world and transport", build, summarise)
 
 
 def run_regional(config: Config, progress: bool = True) -> xr.Dataset:
     """The regional case of ``config.regional``: footprint folder + observation files -> solve -> summary."""
-    steps = tqdm(total=3, desc="assim", disable=not progress, leave=False)
-    steps.set_postfix_str("reading observations, projecting footprints")
     transport = make_transport(config.transport.name, **config.transport.options)
-    problem, counts = regional_problem(config.regional, transport)
-    steps.update()
-    steps.set_postfix_str(f"solving ({config.run.method}, n={problem.n}, m={problem.m})")
-    posterior = solve(problem, method=config.run.method)
-    steps.update()
-    steps.set_postfix_str("summarising")
-    attrs = {
-        "title": "assim regional inversion: monthly fluxes by region from footprints",
-        "config": config.to_toml(),
-        "prior_source": config.regional.prior or "uniform flux density (config)",
-        "transport": transport.describe(),
-        **counts,
-    }
-    run = summarize_regional(posterior, config.run.reference_period, attrs, config.regional.truth)
-    steps.update()
-    steps.close()
+
+    def summarise(posterior: Posterior, counts: dict) -> xr.Dataset:
+        attrs = {
+            "title": "assim regional inversion: monthly fluxes by region from footprints",
+            "config": config.to_toml(),
+            "prior_source": config.regional.prior or "uniform flux density (config)",
+            "transport": transport.describe(),
+            **counts,
+        }
+        return summarize_regional(posterior, config.run.reference_period, attrs, config.regional.truth)
+
+    build = functools.partial(regional_problem, config.regional, transport)
+    return _solve_in_steps(config, progress, "reading observations, projecting footprints", build, summarise)
+
+
+def _solve_in_steps(
+    config: Config,
+    progress: bool,
+    building: str,
+    build: Callable[[], tuple[Problem, T]],
+    summarise: Callable[[Posterior, T], xr.Dataset],
+) -> xr.Dataset:
+    """build() -> (Problem, what the summary needs); solve with ``config.run.method``; summarise; a 3-step bar."""
+    with tqdm(total=3, desc="assim", disable=not progress, leave=False) as steps:
+        steps.set_postfix_str(building)
+        problem, context = build()
+        steps.update()
+        steps.set_postfix_str(f"solving ({config.run.method}, n={problem.n}, m={problem.m})")
+        posterior = solve(problem, method=config.run.method)
+        steps.update()
+        steps.set_postfix_str("summarising")
+        run = summarise(posterior, context)
+        steps.update()
     return run
 
 

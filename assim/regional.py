@@ -27,7 +27,13 @@ import xarray as xr
 from scipy.sparse.linalg import aslinearoperator
 
 import observations
-from assim.covariance import DiagonalCovariance, ExponentialCorrelation, StackedCovariance, prior_covariance
+from assim.covariance import (
+    DiagonalCovariance,
+    ExponentialCorrelation,
+    KroneckerCovariance,
+    StackedCovariance,
+    prior_covariance,
+)
 from assim.posterior import Posterior
 from assim.problem import Problem
 from assim.state import TRANSCOM3_LAND, StateVector, month_starts
@@ -138,23 +144,40 @@ def regional_prior(config: RegionalConfig, state: StateVector) -> tuple[np.ndarr
             for density in (config.prior_flux_density, config.prior_sd_density)
         ]
         return tuple(np.broadcast_to(v, state.shape).copy() for v in per_region)
-    with xr.open_dataset(config.prior) as ds:
-        for name in ("flux", "flux_sd"):
+    return tuple(read_fluxes(config.prior, ("flux", "flux_sd"), state))
+
+
+def regional_covariance(config: RegionalConfig, state: StateVector, sd: np.ndarray) -> KroneckerCovariance:
+    """B of the flux block: ``sd`` (PgC/yr) with the config's correlations in months and km."""
+    return prior_covariance(
+        state,
+        sd,
+        ExponentialCorrelation(config.time_correlation_months),
+        ExponentialCorrelation(config.region_correlation_km),
+    )
+
+
+def read_fluxes(path: str, names: tuple[str, ...], state: StateVector) -> list[np.ndarray]:
+    """Variables ``names`` (time, region) of a netCDF file on the state's months and regions, in PgC/yr.
+
+    Regions are matched by :func:`prior_region_names`; a file that misses a state region or
+    month is an error naming it.
+    """
+    with xr.open_dataset(path) as ds:
+        for name in names:
             if name not in ds or set(ds[name].dims) != {"time", "region"}:
-                raise ValueError(f"{config.prior}: needs {name!r} over (time, region); has {sorted(ds.data_vars)}")
-        names = prior_region_names(ds["region"].values.astype(str), state.regions)
-        missing = [region for region, name in zip(state.region, names, strict=True) if name is None]
+                raise ValueError(f"{path}: needs {name!r} over (time, region); has {sorted(ds.data_vars)}")
+        regions = prior_region_names(ds["region"].values.astype(str), state.regions)
+        missing = [region for region, name in zip(state.region, regions, strict=True) if name is None]
         if missing:
-            raise ValueError(f"{config.prior}: no prior for regions {missing} of the mask (has {ds['region'].values})")
-        wanted = ds.sel(region=names).reindex(time=state.time)
-        if wanted["flux"].isnull().any() or wanted["flux_sd"].isnull().any():
-            raise ValueError(
-                f"{config.prior}: the prior does not cover every state month {state.time[0]}..{state.time[-1]}"
-            )
-        return tuple(
+            raise ValueError(f"{path}: no values for regions {missing} of the mask (has {ds['region'].values})")
+        wanted = ds[list(names)].sel(region=regions).reindex(time=state.time)
+        if any(wanted[name].isnull().any() for name in names):
+            raise ValueError(f"{path}: does not cover every state month {state.time[0]}..{state.time[-1]}")
+        return [
             convert(wanted[name].transpose("time", "region").values, ds[name].attrs.get("units", "PgC yr-1"), "PgC/yr")
-            for name in ("flux", "flux_sd")
-        )
+            for name in names
+        ]
 
 
 def prior_region_names(available: np.ndarray, regions: xr.Dataset) -> list[str | None]:
@@ -197,12 +220,7 @@ def regional_problem(config: RegionalConfig, transport: FootprintTransport) -> t
     state = regional_state(config, obs, regions)
     flux_state = StateVector(state.time, regions)
     flux, sd = regional_prior(config, flux_state)
-    B = prior_covariance(
-        flux_state,
-        sd,
-        ExponentialCorrelation(config.time_correlation_months),
-        ExponentialCorrelation(config.region_correlation_km),
-    )
+    B = regional_covariance(config, flux_state, sd)
     H = transport.jacobian(flux_state, obs)
     x_prior = flux.ravel()
     if state.n_extra:
@@ -228,16 +246,8 @@ def domain_aggregates(regions: xr.Dataset) -> xr.DataArray:
 
 def read_truth(path: str, state: StateVector) -> xr.DataArray:
     """The true flux (time, region) of a twin experiment, in PgC/yr, on the state's months and regions."""
-    with xr.open_dataset(path) as ds:
-        if "flux" not in ds:
-            raise ValueError(f"{path}: a truth file needs 'flux' (time, region); has {sorted(ds.data_vars)}")
-        flux = ds["flux"].load()
-    try:
-        flux = flux.sel(region=list(state.region), time=state.time)
-    except KeyError as err:
-        raise ValueError(f"{path}: the truth does not cover the state's months and regions ({err})") from err
-    values = convert(flux.transpose("time", "region").values, flux.attrs.get("units", "PgC yr-1"), "PgC/yr")
-    return state.to_dataarray(values.ravel(), "flux_truth")
+    (flux,) = read_fluxes(path, ("flux",), state)
+    return state.to_dataarray(flux.ravel(), "flux_truth")
 
 
 def summarize_regional(posterior: Posterior, reference: tuple[int, int], attrs: dict, truth: str = "") -> xr.Dataset:
@@ -307,9 +317,7 @@ def write_twin_case(directory: str | Path, seed: int = 0) -> Path:
     transport = make_transport("footprints", **options)
     state = StateVector(month_starts("2020-01", "2020-02"), transport.regions())
     flux, sd = regional_prior(config.regional, state)
-    correlations = (config.regional.time_correlation_months, config.regional.region_correlation_km)
-    B = prior_covariance(state, sd, *map(ExponentialCorrelation, correlations))
-    truth = flux.ravel() + B.sample(rng)
+    truth = flux.ravel() + regional_covariance(config.regional, state, sd).sample(rng)
     table = transport.releases()
     site = table["site"].values.astype(str)
     bias = np.where(site == "BBB", 0.5, 0.0)
