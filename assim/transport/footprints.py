@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -50,6 +51,10 @@ SRR_UNITS = "s m2 mol-1"
 CARBON_MOLAR_MASS = Quantity(12.011, "g/mol")
 EARTH_RADIUS_M = 6.371e6
 _STORE_VERSION = "footprints v1"
+#: netCDF-C is not thread-safe and xarray locks only the array reads, not opening a file or
+#: reading its attributes: the tasks of the threaded scheduler read footprint files one at a
+#: time (the projection runs outside the lock, in parallel).
+_NETCDF_LOCK = threading.Lock()
 
 
 class Layout(NamedTuple):
@@ -279,12 +284,12 @@ def _file_rows(
     path: Path, state: StateVector, mask: xr.DataArray, selection: np.ndarray, subsample: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(columns, values) (k, R) of the releases ``selection`` of one file (one dask task)."""
-    with open_footprint(path) as fp:
-        fractions = region_fractions(
-            fp["latitude"].values, fp["longitude"].values, mask, state.regions["region_id"].values, subsample
-        )
+    with _NETCDF_LOCK, open_footprint(path) as fp:
+        latitude, longitude = fp["latitude"].values, fp["longitude"].values
         sens = fp["sensitivity"].isel(obs=selection).values
-        months = month_index(state, fp["time"].values[selection], str(path))
+        times = fp["time"].values[selection]
+    fractions = region_fractions(latitude, longitude, mask, state.regions["region_id"].values, subsample)
+    months = month_index(state, times, str(path))
     n_region = state.region.size
     values = project_rows(sens, fractions, state.regions["area"].values)
     return months[:, None] * n_region + np.arange(n_region), values
