@@ -35,6 +35,7 @@ __all__ = [
     "read_gistemp_global",
     "read_gistemp_hemisphere",
     "read_gistemp_zonal_annual",
+    "read_gistemp_zonal_monthly",
     "read_hadcrut5_annual",
     "read_hadcrut5_monthly",
     "read_noaa_co2",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 CLIMATE = Path("climate_drivers")
+ZONAL_ANNUAL_FILE = "ZonAnn.Ts+dSST.csv"
 
 #: Centre month of each CPC three-month season ("DJF" is centred on January).
 ONI_SEASON_CENTRE = {
@@ -145,6 +147,10 @@ def read_gistemp_hemisphere(hemisphere: str, data_dir: Path | None = None) -> xr
     )
 
 
+def _zonal_annual_path(data_dir: Path | None) -> Path:
+    return Path(data_dir or default_data_dir()) / CLIMATE / "gistemp_v4_hemispheric_zonal" / ZONAL_ANNUAL_FILE
+
+
 def read_gistemp_zonal_annual(data_dir: Path | None = None) -> xr.DataArray:
     """GISTEMP v4 zonal annual-mean land-ocean temperature anomalies.
 
@@ -153,10 +159,11 @@ def read_gistemp_zonal_annual(data_dir: Path | None = None) -> xr.DataArray:
     DataArray (year, zone), K
         Zones as in the file header (``Glob``, ``24S-24N``, ``EQU-24N``, ...), relative to 1951-1980.
     """
-    path = _check_exists(
-        Path(data_dir or default_data_dir()) / CLIMATE / "gistemp_v4_hemispheric_zonal" / "ZonAnn.Ts+dSST.csv"
-    )
-    table = pd.read_csv(path, index_col="Year", na_values=["***", "****"]).astype(float)
+    path = _check_exists(_zonal_annual_path(data_dir))
+    table = pd.read_csv(path, na_values=["***", "****"])
+    if "Year" not in table:
+        raise DriverError(f"{path}: no 'Year' column (found {list(table.columns)}); expected GISTEMP's ZonAnn layout")
+    table = table.set_index("Year").astype(float)
     return xr.DataArray(
         table.to_numpy(),
         dims=("year", "zone"),
@@ -164,6 +171,40 @@ def read_gistemp_zonal_annual(data_dir: Path | None = None) -> xr.DataArray:
         name="gistemp_zonal",
         attrs=_anomaly_attrs("GISTEMP v4 zonal land-ocean temperature", "1951-1980") | {"source_file": path.name},
     )
+
+
+def read_gistemp_zonal_monthly(zone: str = "24S-24N", data_dir: Path | None = None) -> xr.DataArray:
+    """A GISTEMP v4 zonal annual mean as a monthly driver: each month carries its calendar year's mean.
+
+    The zonal file has annual means only. A step per calendar year is the one conversion that
+    adds no invented within-year shape and averages back exactly to the file's annual values;
+    it covers every month of every year in the file. The price: a month sees the months after
+    it within its year (up to 11 months ahead) - acceptable for a retrospective prior, not for
+    forecasting inside an unfinished year (the file only has a year once it is complete).
+
+    Parameters
+    ----------
+    zone : str
+        A column of ``ZonAnn.Ts+dSST.csv`` (``"24S-24N"`` = the tropical band, ``"Glob"``, ...).
+
+    Returns
+    -------
+    DataArray (time), K
+        Land-ocean anomaly relative to 1951-1980, month starts January of the first year to
+        December of the last year in the file.
+    """
+    annual = read_gistemp_zonal_annual(data_dir)
+    path, zones = _zonal_annual_path(data_dir), annual["zone"].values.tolist()
+    if zone not in zones:
+        raise DriverError(f"{path}: no zone column {zone!r}; choose one of {zones}")
+    years = np.repeat(annual["year"].values, 12)
+    attrs = _anomaly_attrs(f"GISTEMP v4 {zone} land-ocean temperature", "1951-1980") | {
+        "monthly_from_annual": "step per calendar year: every month carries its year's annual mean, so it "
+        "includes months after it within that year (up to 11 months ahead); averages back to the annual values"
+    }
+    values = np.repeat(annual.sel(zone=zone).values, 12)
+    months = np.tile(np.arange(1, 13), annual.sizes["year"])
+    return _monthly(values, years, months, path, f"gistemp_zonal_{zone}", attrs)
 
 
 def read_hadcrut5_annual(data_dir: Path | None = None) -> xr.DataArray:
@@ -348,6 +389,7 @@ DRIVERS: dict[str, Callable[[Path | None], xr.DataArray]] = {
     "gistemp_global": read_gistemp_global,
     "gistemp_nh": lambda d: read_gistemp_hemisphere("NH", d),
     "gistemp_sh": lambda d: read_gistemp_hemisphere("SH", d),
+    "gistemp_tropics": lambda d: read_gistemp_zonal_monthly("24S-24N", d),
     "hadcrut5_gl": lambda d: read_hadcrut5_monthly("gl", d),
     "oni": lambda d: read_oni(False, d),
     "roni": lambda d: read_oni(True, d),

@@ -8,7 +8,14 @@ import pytest
 
 from assim.state import TRANSCOM3_LAND
 from priors import drivers, teachers
-from priors.drivers import DriverError, load_drivers, read_gistemp_global, read_noaa_co2, read_oni
+from priors.drivers import (
+    DriverError,
+    load_drivers,
+    read_gistemp_global,
+    read_gistemp_zonal_monthly,
+    read_noaa_co2,
+    read_oni,
+)
 from priors.teachers import TRANSCOM3_LAND_REGIONS, read_trendy_monthly
 
 GISTEMP_TXT = """\
@@ -21,6 +28,8 @@ Year   Jan  Feb  Mar  Apr  May  Jun  Jul  Aug  Sep  Oct  Nov  Dec    J-D D-N    
 """
 
 ONI_TXT = "SEAS   YR  ANOM\nNDJ  1999  -1.50\nDJF  2000  -1.70\nJFM  2000  -1.40\n"
+
+ZONAL_CSV = "Year,Glob,24S-24N,EQU-24N\n1999,.30,.10,.12\n2000,.40,-.25,***\n2001,.50,.60,.58\n"
 
 CO2_CSV = (
     "month,decimal_date,average_ppm,deseasonalized_ppm,ndays,sdev_days_ppm,unc_mon_mean_ppm\n"
@@ -35,6 +44,8 @@ def tiny_data(tmp_path):
     climate.mkdir()
     (climate / "GISTEMPv4_GLB.Ts+dSST.txt").write_text(GISTEMP_TXT)
     (climate / "cpc_oni_ersstv6.ascii.txt").write_text(ONI_TXT)
+    (climate / "gistemp_v4_hemispheric_zonal").mkdir()
+    (climate / "gistemp_v4_hemispheric_zonal" / "ZonAnn.Ts+dSST.csv").write_text(ZONAL_CSV)
     (tmp_path / "noaa_co2_global").mkdir()
     (tmp_path / "noaa_co2_global" / "co2_mm_mlo.csv").write_text(CO2_CSV)
     trendy = tmp_path / teachers.TRENDY_DIR
@@ -61,6 +72,26 @@ def test_oni_is_dated_at_the_centre_month_of_its_season(tiny_data) -> None:
     oni = read_oni(data_dir=tiny_data)
     assert [str(t)[:7] for t in oni.time.values] == ["1999-12", "2000-01", "2000-02"]
     np.testing.assert_allclose(oni.values, [-1.5, -1.7, -1.4])
+
+
+def test_zonal_annual_mean_becomes_a_monthly_step_that_averages_back(tiny_data) -> None:
+    tropics = load_drivers(["gistemp_tropics"], data_dir=tiny_data)["gistemp_tropics"]
+    assert [str(t)[:7] for t in tropics.time.values[[0, -1]]] == ["1999-01", "2001-12"]
+    np.testing.assert_array_equal(tropics.sel(time="2000").values, np.full(12, -0.25))  # the file's 2000 value
+    np.testing.assert_allclose(tropics.groupby("time.year").mean().values, [0.10, -0.25, 0.60])
+    assert "step per calendar year" in tropics.attrs["monthly_from_annual"] and tropics.attrs["units"] == "K"
+    # a missing year inside the record stays a gap (load_drivers refuses periods across it)
+    assert np.isnan(read_gistemp_zonal_monthly("EQU-24N", tiny_data).sel(time="2000")).all()
+
+
+def test_zonal_reader_errors_name_the_file_and_the_column(tiny_data, tmp_path) -> None:
+    with pytest.raises(DriverError, match=r"no zone column '24N-90N'.*choose one of \['Glob', '24S-24N', 'EQU-24N'\]"):
+        read_gistemp_zonal_monthly("24N-90N", tiny_data)
+    with pytest.raises(DriverError, match=r"ZonAnn\.Ts\+dSST\.csv not found"):
+        read_gistemp_zonal_monthly(data_dir=tmp_path / "nowhere")
+    (tiny_data / "climate_drivers" / "gistemp_v4_hemispheric_zonal" / "ZonAnn.Ts+dSST.csv").write_text("Yr,Glob\n")
+    with pytest.raises(DriverError, match="no 'Year' column"):
+        read_gistemp_zonal_monthly(data_dir=tiny_data)
 
 
 def test_trendy_gtc_per_month_becomes_pgc_per_year_with_real_month_lengths(tiny_data) -> None:
@@ -95,6 +126,12 @@ def test_real_drivers_cover_the_training_and_inversion_periods(shared_data) -> N
     np.testing.assert_allclose(ds["oni"].sel(time="2015-12").values, [2.59])  # NDJ 2015 (CPC)
     assert 316 < ds["co2"].values[0] < 318 and 420 < ds["co2"].values[-1] < 430
     assert drivers.read_uah_tropical_land(shared_data).time.values[-1] == np.datetime64("2024-09-01")
+    # the tropical band: every month of a year is that year's 24S-24N row of the zonal file
+    zonal = pd.read_csv(shared_data / "climate_drivers" / "gistemp_v4_hemispheric_zonal" / "ZonAnn.Ts+dSST.csv")
+    tropics = load_drivers(["gistemp_tropics"], "1960-01", "2025-12", shared_data)["gistemp_tropics"]
+    np.testing.assert_allclose(tropics.sel(time="2015").values, np.full(12, 0.95))  # file row 2015: .95
+    expected = zonal.set_index("Year").loc[1960:2025, "24S-24N"].to_numpy()
+    np.testing.assert_allclose(tropics.groupby("time.year").mean().values, expected)
     assert drivers.read_hadcrut5_monthly("gl", shared_data).sizes["time"] == 171 * 12
 
 
