@@ -318,16 +318,17 @@ class MarginalEvidence:
         w = np.exp(-2 * log_t)
         inv_s = np.exp(-log_s)[self.work_index]
         MP = self.P0 * np.exp(-2 * log_s[0]) if self.groups.size == 1 else self.P0 * np.outer(inv_s, inv_s)
-        M = MP + np.tensordot(w, self.F, axes=1)
+        F = self.F.reshape(self.F.shape[0], -1)  # (categories, n * n)
+        M = MP + (w @ F).reshape(MP.shape)
         Ea = self.E @ a  # (categories, n)
         Qa = self.Q @ a  # (categories, 1 + offsets)
         g = w @ Ea
         chol, M_inv = _cholesky_and_inverse(M)
-        u = scipy.linalg.lapack.dpotrs(chol, g, lower=1)[0]
+        u = M_inv @ g
         logdet = self.m_c @ (2 * log_t) + 2 * log_s[self.work_index].sum() + 2 * np.log(np.diagonal(chol)).sum()
         value = self.const - 0.5 * (logdet + w @ (Qa @ a) - g @ u)
         Fu = self.F @ u  # (categories, n)
-        trace_F = np.einsum("ij,cij->c", M_inv, self.F)
+        trace_F = F @ M_inv.ravel()
         g_t = -self.m_c + w * (trace_F + Qa @ a - 2 * Ea @ u + Fu @ u)
         per_element = np.einsum("ij,ij->i", M_inv, MP) + u * (MP @ u)
         g_s = np.bincount(self.work_index, per_element - 1, minlength=self.groups.size)
