@@ -3,6 +3,7 @@ overlay, the projection against a hand computation, and the real openghg test fo
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +227,32 @@ def test_real_footprints_project_onto_transcom(openghg, shared_data, tmp_path) -
         expected = 1e6 * MOL_PER_S / regions["area"].values[europe] * (srr * (np.rint(codes) == 11)).sum((1, 2))
         np.testing.assert_allclose(H[rows, month * regions.sizes["region"] + europe], expected, rtol=1e-5)
         assert np.count_nonzero(H[rows]) == np.count_nonzero(expected)  # nothing outside Europe on this grid
+
+
+def test_projection_in_threads_equals_the_serial_one(tmp_path) -> None:
+    # netCDF-C is not thread-safe: many files projected by the threaded scheduler must neither crash
+    # (concurrent opens segfaulted) nor differ from one file after another
+    latitude, longitude = np.arange(40.25, 46.0, 0.5), np.arange(0.25, 9.0, 0.5)
+    mask, regions = block_regions(latitude, longitude, 2, 3)
+    mask.to_dataset().to_netcdf(tmp_path / "mask.nc")
+    folder = tmp_path / "fp"
+    folder.mkdir()
+    for k in range(12):
+        time = pd.date_range("2020-01-05", periods=3, freq="5D") + pd.Timedelta(hours=k)
+        site = f"S{k:02d}"
+        write_footprint_file(
+            folder / f"{site}-10magl_TEST.nc", site, (41.0 + k % 5, 1.0 + k % 7), time.to_numpy(), latitude, longitude,
+            "paris", seed=k,
+        )  # fmt: skip
+    state = StateVector(month_starts("2020-01", "2020-01"), regions)
+
+    def build(scheduler: str, store: str) -> np.ndarray:
+        transport = make_transport(
+            "footprints", directory=str(folder), region_mask=str(tmp_path / "mask.nc"), store=store
+        )
+        with dask.config.set(scheduler=scheduler, num_workers=8):
+            return transport.jacobian(state, transport.releases()).todense()
+
+    serial = build("synchronous", str(tmp_path / "serial.zarr"))
+    for attempt in range(2):
+        np.testing.assert_array_equal(build("threads", str(tmp_path / f"threads{attempt}.zarr")), serial)
