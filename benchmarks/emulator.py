@@ -5,8 +5,11 @@ One JSON line per case (needs ../shared/data or $ASSIM_SHARED_DATA):
 * ``skill``: blocked cross-validation by 5-year blocks over the TRENDY-v9 years 1960-2019:
   ``heldout_iav_corr`` (global annual land flux anomaly vs the DGVM mean; goal >= 0.75),
   ``baseline_iav_corr`` (leave-one-year-out linear regression on annual temperature, ENSO, CO2),
-  ``heldout_iav_corr_global_temperature_only`` (the emulator without the hemispheric GISTEMP
-  drivers, which ``land_flux_prior`` uses for periods past their end, 2025-02),
+  the same for emulators on fewer temperature drivers: ``heldout_iav_corr_without_tropics``
+  (global and hemispheric GISTEMP, the default before the tropical band was added),
+  ``heldout_iav_corr_global_and_tropics`` and ``heldout_iav_corr_global_temperature_only``
+  (what ``land_flux_prior`` uses past the end of the hemispheric files, 2025-02, and past the
+  last year of the zonal annual file, 2025),
   ``coverage_1sigma``/``coverage_2sigma`` of the individual DGVM region-months (goal 60-76 %
   and 90-98 %), and ``extrapolation_bias_pgc``: emulator trained on 1960-2019, global land sink
   2020-2024 minus the GCB2025 DGVM mean (PgC/yr, positive = emulator sink larger).
@@ -82,9 +85,16 @@ def main() -> int:
     cv_s = time.perf_counter() - t0
     scores = skill_scores(heldout, flux)
     annual = annual_coverage(heldout, flux)
-    global_only = LandFluxEmulator(random_state=0, temperature_drivers=(TEMPERATURE_DRIVER,))
-    global_only_scores = skill_scores(blocked_cross_validation(global_only, drivers, flux), flux)
-    global_only_corr = float(global_only_scores["iav_corr"].sel(region=GLOBAL))
+    fewer_drivers = {
+        "without_tropics": (TEMPERATURE_DRIVER, "gistemp_nh", "gistemp_sh"),
+        "global_and_tropics": (TEMPERATURE_DRIVER, "gistemp_tropics"),
+        "global_temperature_only": (TEMPERATURE_DRIVER,),
+    }
+    fewer_corr = {}
+    for name, temperatures in fewer_drivers.items():
+        fewer = LandFluxEmulator(random_state=0, temperature_drivers=temperatures)
+        fewer_scores = skill_scores(blocked_cross_validation(fewer, drivers, flux), flux)
+        fewer_corr[f"heldout_iav_corr_{name}"] = round(float(fewer_scores["iav_corr"].sel(region=GLOBAL)), 3)
     baseline = linear_baseline_cv(drivers, flux)
     baseline_corr = float(iav_correlation(baseline, flux.mean("model").sum("region")))
 
@@ -99,7 +109,7 @@ def main() -> int:
             "cv": "blocked 5-year blocks, 1960-2019",
             "heldout_iav_corr": round(float(scores["iav_corr"].sel(region=GLOBAL)), 3),
             "baseline_iav_corr": round(baseline_corr, 3),
-            "heldout_iav_corr_global_temperature_only": round(global_only_corr, 3),
+            **fewer_corr,
             "coverage_1sigma": round(float((regions["coverage_1sigma"] * 1).mean()), 3),
             "coverage_2sigma": round(float((regions["coverage_2sigma"] * 1).mean()), 3),
             "annual_coverage_1sigma": round(float(annual["annual_coverage_1sigma"].mean()), 3),

@@ -9,8 +9,9 @@ What it learns. For each TransCom-3 land region and month, the flux of the proce
 * a **linear anomaly**: ridge regression (scikit-learn :class:`~sklearn.linear_model.RidgeCV`,
   one penalty per region chosen by generalised cross-validation on the training months only)
   on the drivers: the ENSO index at 0-12 month lags, global, northern- and southern-hemisphere
-  temperature at a few lags, and CO2. This part extrapolates: it carries the emulator's
-  temperature and ENSO sensitivities beyond the training range;
+  and tropical (24S-24N, annual means as a monthly step) temperature at a few lags, and CO2.
+  This part extrapolates: it carries the emulator's temperature and ENSO sensitivities beyond
+  the training range;
 * a **nonlinear residual**: gradient-boosted decision stumps (:class:`~sklearn.ensemble.
   HistGradientBoostingRegressor`, ``max_depth=1``) on the same drivers plus the season (sin/cos
   of the month), with the number of stumps per region chosen on the out-of-bag years (early
@@ -72,8 +73,9 @@ __all__ = [
 ENSO_DRIVER = "oni"
 #: The global temperature driver (the linear baseline of :mod:`priors.skill` uses it alone).
 TEMPERATURE_DRIVER = "gistemp_global"
-#: Default temperature drivers: global, northern and southern hemisphere land-ocean anomalies.
-TEMPERATURE_DRIVERS = (TEMPERATURE_DRIVER, "gistemp_nh", "gistemp_sh")
+#: Default temperature drivers: global, northern and southern hemisphere land-ocean anomalies (monthly) and
+#: the tropical band 24S-24N (annual means as a monthly step, :func:`priors.drivers.read_gistemp_zonal_monthly`).
+TEMPERATURE_DRIVERS = (TEMPERATURE_DRIVER, "gistemp_nh", "gistemp_sh", "gistemp_tropics")
 CO2_DRIVER = "co2"
 #: Driver variables the default emulator reads (names of :data:`priors.drivers.DRIVERS`).
 REQUIRED_DRIVERS = (*TEMPERATURE_DRIVERS, ENSO_DRIVER, CO2_DRIVER)
@@ -338,7 +340,8 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
         Lags (months) of the ENSO index and of the temperature drivers used as features.
     temperature_drivers : tuple of str
         Temperature variables (names of :data:`priors.drivers.DRIVERS`); the default needs the
-        GISTEMP hemispheric files (to 2025-02); ``("gistemp_global",)`` reaches the present.
+        GISTEMP hemispheric files (to 2025-02) and the zonal annual file (tropics, to 2025-12);
+        ``("gistemp_global",)`` reaches the present.
     ridge_alphas : tuple of float
         Candidate penalties of the linear part (on standardised features); one per region is
         chosen by generalised cross-validation on the training months.

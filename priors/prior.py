@@ -70,17 +70,23 @@ def train_emulator(
 
 
 def covered_temperature_drivers(first: str, last: str, data_dir: Path | None = None) -> tuple[str, ...]:
-    """Global and hemispheric GISTEMP if they all cover ``first``..``last``, else global only.
+    """The default temperature drivers that cover ``first``..``last`` (global GISTEMP always kept).
 
-    The hemispheric files end 2025-02 while the global one is current, so a prior reaching past
-    that month uses an emulator on global temperature alone (held-out IAV correlation 0.724 vs
-    0.737 with the hemispheres, docs/emulator.md).
+    The hemispheric GISTEMP files end 2025-02 and the zonal annual file (tropics) ends with its
+    last complete year (2025) while the global monthly file is current, so a prior reaching past
+    those months uses an emulator on fewer temperature drivers: global and tropics (held-out IAV
+    correlation GT_CORR vs ALL_CORR with all four, docs/emulator.md) or global alone (G_CORR). Global
+    GISTEMP itself not covering the period is reported by :func:`land_flux_prior`'s driver loading.
     """
-    try:
-        load_drivers(TEMPERATURE_DRIVERS, first, last, data_dir)
-    except DriverError:
-        return (TEMPERATURE_DRIVER,)
-    return TEMPERATURE_DRIVERS
+
+    def covers(name: str) -> bool:
+        try:
+            load_drivers([name], first, last, data_dir)
+        except DriverError:
+            return False
+        return True
+
+    return tuple(name for name in TEMPERATURE_DRIVERS if name == TEMPERATURE_DRIVER or covers(name))
 
 
 def land_flux_prior(
@@ -96,8 +102,8 @@ def land_flux_prior(
     ----------
     start, end : str
         First and last month (``"2015-01"``, ``"2024-12"``); the drivers (GISTEMP global, and
-        hemispheric when they cover the period (:func:`covered_temperature_drivers`), ONI, NOAA
-        CO2) must cover them and the 12 months before ``start``.
+        hemispheric and tropical when they cover the period (:func:`covered_temperature_drivers`),
+        ONI, NOAA CO2) must cover them and the 12 months before ``start``.
     data_dir : Path, optional
         ``../shared/data`` (or ``$ASSIM_SHARED_DATA``) by default.
     model_path : path-like, optional

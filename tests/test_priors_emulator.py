@@ -20,6 +20,7 @@ from priors.emulator import (
     design_matrix,
     interannual_error,
 )
+from priors.prior import covered_temperature_drivers
 from priors.skill import (
     annual_anomaly,
     annual_coverage,
@@ -252,10 +253,20 @@ def test_land_flux_prior_contract(shared_data, tmp_path) -> None:
     assert ((annual_sink > -1) & (annual_sink < 4)).all()  # a net land sink of the TRENDY-v9 S3 kind
     again = land_flux_prior("2015-01", "2024-12", data_dir=shared_data, model_path=path)  # loads, same answer
     xr.testing.assert_allclose(again.drop_attrs(), prior.drop_attrs())
-    assert prior.attrs["drivers"] == "gistemp_global gistemp_nh gistemp_sh oni co2"
-    # past the end of the hemispheric GISTEMP files (2025-02) the prior falls back to global temperature
+    assert prior.attrs["drivers"] == "gistemp_global gistemp_nh gistemp_sh gistemp_tropics oni co2"
+    # past the end of the hemispheric GISTEMP files (2025-02) the prior drops them and re-trains
     later = land_flux_prior("2024-01", "2025-12", data_dir=shared_data, model_path=path)
-    assert later.attrs["drivers"] == "gistemp_global oni co2" and later.sizes["time"] == 24
+    assert later.attrs["drivers"] == "gistemp_global gistemp_tropics oni co2" and later.sizes["time"] == 24
+    assert LandFluxEmulator.load(path).temperature_drivers == ("gistemp_global", "gistemp_tropics")
+
+
+@pytest.mark.realdata
+def test_temperature_drivers_past_their_files_are_dropped(shared_data) -> None:
+    everything = ("gistemp_global", "gistemp_nh", "gistemp_sh", "gistemp_tropics")
+    assert covered_temperature_drivers("1958-12", "2025-02", shared_data) == everything
+    # hemispheric monthly files end 2025-02, the zonal annual file (tropics) with 2025
+    assert covered_temperature_drivers("2024-01", "2025-03", shared_data) == ("gistemp_global", "gistemp_tropics")
+    assert covered_temperature_drivers("2025-01", "2026-01", shared_data) == ("gistemp_global",)
 
 
 def synthetic_tower_table(n_sites: int = 12, seed: int = 0) -> pd.DataFrame:
