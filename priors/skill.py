@@ -246,12 +246,14 @@ def extrapolation(emulator: LandFluxEmulator, drivers: xr.Dataset, gcb: xr.Datas
 def sensitivities(
     emulator: LandFluxEmulator, drivers: xr.Dataset, time: np.ndarray, el_nino_k: float = 2.0
 ) -> xr.Dataset:
-    """Response of the emulated flux to +1 K of global temperature and to a strong El Nino.
+    """Response of the emulated flux to +1 K of uniform warming and to a strong El Nino.
 
     The drivers over ``time`` are perturbed and the change of the ensemble-mean flux, averaged
-    over ``time``, is returned. Warming: +1 K on every temperature lag (CO2 and ENSO unchanged),
-    so the response is per K. El Nino: the ENSO index raised by ``el_nino_k`` (2 K, a 1997/98
-    or 2015/16-strength event) at every lag, i.e. the year-round response to a sustained event.
+    over ``time``, is returned. Warming: +1 K on every temperature driver of the emulator
+    (``emulator.temperature_drivers``: by default global, hemispheric and tropical GISTEMP) at
+    every lag (CO2 and ENSO unchanged), so the response is per K of uniform warming. El Nino:
+    the ENSO index raised by ``el_nino_k`` (2 K, a 1997/98 or 2015/16-strength event) at every
+    lag, i.e. the year-round response to a sustained event.
 
     Returns
     -------
