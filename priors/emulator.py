@@ -731,9 +731,13 @@ class LandFluxEmulator(RegressorMixin, BaseEstimator):
     )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted emulator to an ``.npz`` file (arrays + JSON metadata; no pickle), atomically."""
+        """Write the fitted emulator to an ``.npz`` file (arrays + JSON metadata; no pickle), atomically.
+
+        Missing parent folders are created (a cache folder such as ``$ASSIM_CACHE_DIR`` may not exist yet).
+        """
         check_is_fitted(self)
         target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": FORMAT,
             "software_version": _version(),

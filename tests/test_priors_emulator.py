@@ -155,7 +155,7 @@ def test_params_unchanged_by_fit_and_clone_works(world) -> None:
 
 def test_save_load_round_trip_without_pickle(world, tmp_path) -> None:
     drivers, _, emulator = world
-    path = emulator.save(tmp_path / "emulator.npz")
+    path = emulator.save(tmp_path / "new" / "cache" / "emulator.npz")  # missing folders are created
     with np.load(path, allow_pickle=False) as npz:
         assert "meta" in npz.files
     loaded = LandFluxEmulator.load(path)
