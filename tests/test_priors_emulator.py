@@ -394,6 +394,23 @@ def test_linear_part_extrapolates_a_planted_temperature_response() -> None:
     assert abs(float(per_k.sel(region="north"))) < 0.3
 
 
+def test_warming_perturbs_every_temperature_driver_including_an_annual_step() -> None:
+    """Flux = 1.5 PgC/yr per K of global T + 1.0 per K of an independent tropical band that changes only
+    once a year (annual means as a monthly step): +1 K on both gives ~2.5 in the tropics."""
+    drivers = synthetic_drivers(temperature_noise=0.3)
+    rng = np.random.default_rng(5)
+    n_years = drivers.sizes["time"] // 12
+    drivers["gistemp_tropics"] = ("time", np.repeat(0.4 * rng.normal(size=n_years), 12), {"units": "K"})
+    warm = 1.5 * drivers["gistemp_global"].values[12:] + 1.0 * drivers["gistemp_tropics"].values[12:]
+    teachers = synthetic_teachers(drivers)
+    teachers = teachers + xr.DataArray(np.stack([0 * warm, warm], axis=1), dims=("time", "region"))
+    params = SMALL | {"temperature_drivers": ("gistemp_global", "gistemp_tropics")}
+    emulator = LandFluxEmulator(**params, random_state=0).fit(drivers, teachers.assign_attrs(units="PgC yr-1"))
+    per_k = sensitivities(emulator, drivers, drivers["time"].values[24:-24])["flux_per_K_warming"]
+    assert float(per_k.sel(region="tropics")) == pytest.approx(2.5, abs=0.4)
+    assert abs(float(per_k.sel(region="north"))) < 0.3
+
+
 def test_threaded_chunked_prediction_equals_one_thread(world) -> None:
     drivers, _, emulator = world
     n = 5000  # several chunks of 2048 months
