@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -192,7 +194,8 @@ def sub_problem(problem: Problem, config: OsseConfig, months: int, regions, tran
     return state, problem.x_prior[:n], B, H, problem.y[rows], DiagonalCovariance(problem.R.variance[rows])
 
 
-def test_nowcast_month_by_month_equals_batch(world) -> None:
+@pytest.mark.parametrize("order", ["C", "F"])  # both memory layouts of the carried perturbations (updated in place)
+def test_nowcast_month_by_month_equals_batch(world, order: str) -> None:
     config, _, p, regions, transport = world
     exact = solve(p, method="analytic")
     first = 12
@@ -200,8 +203,13 @@ def test_nowcast_month_by_month_equals_batch(world) -> None:
     rows = np.flatnonzero(p.obs["time"].values < np.datetime64(str(p.state.time[first])))
     H = transport.jacobian(state, p.obs.isel(obs=rows))
     carried, _ = assimilate(prior_ensemble(state, x_b, B), H, p.y[rows], DiagonalCovariance(p.R.variance[rows]))
+    carried = replace(carried, perturbations=np.asarray(carried.perturbations, order=order))
     for months in range(first + 1, p.state.shape[0] + 1):
-        carried = nowcast(carried, *sub_problem(p, config, months, regions, transport))
+        before = (carried.mean.copy(), carried.perturbations.copy())
+        updated = nowcast(carried, *sub_problem(p, config, months, regions, transport))
+        np.testing.assert_array_equal(carried.mean, before[0])  # the carried run is not touched
+        np.testing.assert_array_equal(carried.perturbations, before[1])
+        carried = updated
     np.testing.assert_allclose(carried.mean, exact.mean, rtol=1e-8, atol=1e-9 * np.abs(exact.mean).max())
     np.testing.assert_allclose(
         carried.covariance().todense(), exact.covariance, atol=1e-9 * np.abs(exact.covariance).max()

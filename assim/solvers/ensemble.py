@@ -125,7 +125,7 @@ def solve_ensemble(
     taper = None
     if localisation_km is not None or lag_months is not None:
         taper = localisation(problem, localisation_km, lag_months)
-    ensemble, batches = assimilate(ensemble, problem.H, problem.y, problem.R, problem.obs, taper)
+    ensemble, batches = assimilate(ensemble, problem.H, problem.y, problem.R, problem.obs, taper, overwrite=True)
     info = {"members": ensemble.members, "batches": batches, "serial": taper is not None}
     return ensemble.posterior(problem, info)
 
@@ -137,29 +137,49 @@ def assimilate(
     R: LinearOperator,
     obs: xr.Dataset | None = None,
     taper: np.ndarray | None = None,
+    overwrite: bool = False,
 ) -> tuple[Ensemble, int]:
     """Update ``ensemble`` with observations y = H x + e, e ~ N(0, R) (R must offer ``whiten``).
 
     Batches are observation months when ``obs`` has ``time``, else one batch. ``taper``
-    (m, n) in [0, 1] switches to the serial, localised EnSRF. Returns (ensemble, batches).
+    (m, n) in [0, 1] switches to the serial, localised EnSRF. ``overwrite=True`` updates the
+    ensemble's mean and perturbations in place (as scipy's ``overwrite_a``: for an ensemble
+    nobody else holds; a full-rank copy is n x n). Returns (ensemble, batches).
     """
     G = R.whiten(to_dense(H))  # (m, n), whitened rows: errors now N(0, I)
     Y = G @ ensemble.perturbations
     d = R.whiten(y - H.matvec(ensemble.mean))
+    mean, Z = ensemble.mean, ensemble.perturbations  # updated in place below
+    if not overwrite:
+        mean, Z = mean.copy(), Z.copy()
     if taper is not None:
-        mean, Z = _serial(ensemble.mean.copy(), ensemble.perturbations.copy(), G, Y, d, taper)
+        mean, Z = _serial(mean, Z, G, Y, d, taper)
         return Ensemble(ensemble.state, ensemble.x_prior, mean, Z), y.size
     batches = _month_batches(obs, y.size)
-    mean, Z = ensemble.mean.copy(), ensemble.perturbations.copy()  # updated in place below
     for rows in batches:
         U, s, Vt = np.linalg.svd(Y[rows], full_matrices=False)
-        coef = Vt.T @ (s / (1 + s**2) * (U.T @ d[rows]))  # ensemble-space mean increment
-        mean += Z @ coef
-        d -= Y @ coef
+        c = s / (1 + s**2) * (U.T @ d[rows])  # mean increment Z Vt^T c, in the batch's ensemble directions
+        ZV = Z @ Vt.T  # the one product with Z that both updates need
+        mean += ZV @ c
+        d -= Y @ (Vt.T @ c)
         shrink = 1 - 1 / np.sqrt(1 + s**2)
-        Z -= (Z @ Vt.T) * shrink @ Vt
+        _subtract_product(Z, ZV * shrink, Vt)
         Y = Y - (Y @ Vt.T) * shrink @ Vt
     return Ensemble(ensemble.state, ensemble.x_prior, mean, Z), len(batches)
+
+
+def _subtract_product(Z: np.ndarray, A: np.ndarray, Bt: np.ndarray) -> None:
+    """Z -= A @ Bt in place; one BLAS dgemm on Z's memory, without an (n, members) temporary.
+
+    For the full-rank ensemble of a nowcast Z is (n, n): a temporary of its size and a second
+    pass over it cost more than the product itself.
+    """
+    if Z.dtype == np.float64 and Z.flags.f_contiguous:
+        scipy.linalg.blas.dgemm(-1.0, A, Bt, beta=1.0, c=Z, overwrite_c=True)
+    elif Z.dtype == np.float64 and Z.flags.c_contiguous:  # Z^T is Fortran-ordered: BLAS updates it in place
+        scipy.linalg.blas.dgemm(-1.0, Bt.T, A.T, beta=1.0, c=Z.T, overwrite_c=True)
+    else:
+        Z -= A @ Bt
 
 
 def _month_batches(obs: xr.Dataset | None, m: int) -> list[np.ndarray]:
@@ -270,12 +290,13 @@ def extend(ensemble: Ensemble, state: StateVector, x_prior: np.ndarray, B: Krone
 
     noise = np.kron(scipy.linalg.cholesky(kappa, lower=True), scipy.linalg.cholesky(B.region_correlation, lower=True))
     noise *= sd[T:].ravel()[:, None]
-    Z = np.block(
-        [
-            [ensemble.perturbations, np.zeros((n_old, k * n_region))],
-            [regress(ensemble.perturbations), noise],
-        ]
-    )
+    old_Z = ensemble.perturbations
+    # [[Z_old, 0], [regress(Z_old), noise]] in Z_old's memory order: a transposing copy of a
+    # full-rank (n, n) ensemble would cost more than the whole update
+    Z = np.zeros((n_old + k * n_region, old_Z.shape[1] + k * n_region), order="F" if old_Z.flags.f_contiguous else "C")
+    Z[:n_old, : old_Z.shape[1]] = old_Z
+    Z[n_old:, : old_Z.shape[1]] = regress(old_Z)
+    Z[n_old:, old_Z.shape[1] :] = noise
     mean = np.r_[ensemble.mean, x_prior[n_old:] + regress(ensemble.mean - ensemble.x_prior).ravel()]
     return Ensemble(state, np.asarray(x_prior, dtype=float), mean, Z)
 
@@ -296,7 +317,7 @@ def nowcast(
     linear-Gaussian problem and the full-rank ensemble the result equals the batch posterior
     of all months and all observations.
     """
-    return assimilate(extend(ensemble, state, x_prior, B), H, y, R)[0]
+    return assimilate(extend(ensemble, state, x_prior, B), H, y, R, overwrite=True)[0]
 
 
 #: Run-file variables a nowcast carries (docs/outputs.md, "Nowcast state").
