@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from assim.config import Config, RunConfig, load_config
+from assim.global_case import demo_real_config
 from assim.osse import OsseConfig
 from assim.pipeline import nowcast_run
 from assim.pipeline import run as run_case
@@ -72,6 +73,7 @@ def _execute(config: Config, output: Path | None) -> None:
     total = total_aggregate(run)
     post = run["land_sink_posterior"].sel(aggregate=total)
     sd = run["land_sink_posterior_sd"].sel(aggregate=total)
+    print(f"prior: {run.attrs['prior_source']}")
     print(f"posterior land sink, {total} (PgC/yr, uptake positive), {run.attrs['method']}:")
     reference = None
     if "land_sink_truth" in run:
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             _execute(replace(config, run=replace(config.run, method=args.method)), outdir)
         elif args.command == "demo":
             case = "osse" if args.osse else "global"
-            config = Config(run=RunConfig(case=case, method=args.method), osse=OsseConfig(seed=args.seed))
+            config = Config(
+                run=RunConfig(case=case, method=args.method), osse=OsseConfig(seed=args.seed), real=demo_real_config()
+            )
             _execute(config, args.output)
         elif args.command == "run":
             from assim.distributed import scheduler  # dask.distributed loads only for `run`

@@ -51,6 +51,8 @@ from observations.errors import add_mismatch, usable
 from observations.selection import monthly_means, period_means
 from priors import land_flux_prior
 from priors.climatology import climatological_prior
+from priors.drivers import CLIMATE, default_data_dir
+from priors.teachers import TRENDY_DIR
 
 BUNDLED = "bundled"
 
@@ -177,6 +179,20 @@ def data_path(config: RealConfig, name: str) -> Path:
             "(with noaa_co2_global/, global_carbon_budget/, station_co2/), or 'bundled' for the global case"
         )
     return path
+
+
+def demo_real_config(data_dir: Path | None = None) -> RealConfig:
+    """The real case of ``assim demo``: the emulator prior when the shared data are there.
+
+    With the tables of the global case and the emulator's drivers and teachers under
+    ``data_dir`` (default ``$ASSIM_SHARED_DATA`` or ``../shared/data``), the land prior is the
+    DGVM emulator (trained once, then cached); otherwise the bundled tables and the climatology.
+    """
+    shared = Path(data_dir or default_data_dir())
+    needed = [*DATA_FILES.values(), str(CLIMATE), str(TRENDY_DIR)]
+    if all((shared / name).exists() for name in needed):
+        return RealConfig(data_dir=str(shared), prior="emulator")
+    return RealConfig()
 
 
 def gcb_table(config: RealConfig) -> pd.DataFrame:

@@ -96,11 +96,14 @@ def test_methods_lists_solvers(capsys: pytest.CaptureFixture) -> None:
     assert "analytic" in capsys.readouterr().out
 
 
-def test_demo_runs_the_real_global_case_from_bundled_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_runs_the_real_global_case_from_bundled_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`make demo` without ../shared/data: 1990-2024 from the tables inside the package."""
+    monkeypatch.setenv("ASSIM_SHARED_DATA", str(tmp_path / "no-shared-data"))
     assert main(["demo", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "2024:" in printed and "GCB S_LAND+B_IM" in printed
+    assert "2024:" in printed and "GCB S_LAND+B_IM" in printed and "prior: climatology" in printed
     run = xr.open_dataset(tmp_path / "run.nc")
     assert run["year"].values[0] == 1990 and run["year"].values[-1] == 2024
     assert "climatology" in run.attrs["prior_source"]
@@ -108,3 +111,19 @@ def test_demo_runs_the_real_global_case_from_bundled_tables(tmp_path: Path, caps
     run.close()
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Comparison with the Global Carbon Budget 2025" in page and "gcb_comparison.png" in page
+
+
+@pytest.mark.realdata
+def test_demo_uses_the_emulator_prior_when_the_shared_data_are_there(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASSIM_SHARED_DATA", str(shared_data))
+    monkeypatch.setenv("ASSIM_CACHE_DIR", str(tmp_path / "cache"))  # trains the emulator (~10 s) into a fresh cache
+    assert main(["demo", "--output", str(tmp_path / "out")]) == 0
+    assert "prior: priors.LandFluxEmulator" in capsys.readouterr().out
+    with xr.open_dataset(tmp_path / "out" / "run.nc") as run:
+        assert "LandFluxEmulator" in run.attrs["prior_source"]
+        # the emulator prior already weakens the 2024 sink (record warmth, El Nino) before the atmosphere speaks
+        prior = run["land_sink_prior"].sel(aggregate="Global land")
+        assert float(prior.sel(year=2024)) < float(prior.sel(year=slice(2015, 2022)).mean()) - 0.3
+        assert float(run["probability_below_reference"].sel(year=2024, aggregate="Global land")) > 0.9
