@@ -314,12 +314,15 @@ class MarginalEvidence:
         g_a = -w * Qa + w * w * self.VE.T @ (c / d)
         return value, np.array([g_s]), np.array([g_t]), g_a
 
-    def _state_gradient(self, log_s: np.ndarray, log_t: np.ndarray, a: np.ndarray) -> tuple:
-        w = np.exp(-2 * log_t)
+    def _state_precision(self, log_s: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S^-1 B^-1 S^-1, that + sum_c w_c F_c): the prior part and the whole posterior precision."""
         inv_s = np.exp(-log_s)[self.work_index]
         MP = self.P0 * np.exp(-2 * log_s[0]) if self.groups.size == 1 else self.P0 * np.outer(inv_s, inv_s)
-        F = self.F.reshape(self.F.shape[0], -1)  # (categories, n * n)
-        M = MP + (w @ F).reshape(MP.shape)
+        return MP, MP + (w @ self.F.reshape(w.size, -1)).reshape(MP.shape)
+
+    def _state_gradient(self, log_s: np.ndarray, log_t: np.ndarray, a: np.ndarray) -> tuple:
+        w = np.exp(-2 * log_t)
+        MP, M = self._state_precision(log_s, w)
         Ea = self.E @ a  # (categories, n)
         Qa = self.Q @ a  # (categories, 1 + offsets)
         g = w @ Ea
@@ -328,7 +331,7 @@ class MarginalEvidence:
         logdet = self.m_c @ (2 * log_t) + 2 * log_s[self.work_index].sum() + 2 * np.log(np.diagonal(chol)).sum()
         value = self.const - 0.5 * (logdet + w @ (Qa @ a) - g @ u)
         Fu = self.F @ u  # (categories, n)
-        trace_F = F @ M_inv.ravel()
+        trace_F = self.F.reshape(w.size, -1) @ M_inv.ravel()
         g_t = -self.m_c + w * (trace_F + Qa @ a - 2 * Ea @ u + Fu @ u)
         per_element = np.einsum("ij,ij->i", M_inv, MP) + u * (MP @ u)
         g_s = np.bincount(self.work_index, per_element - 1, minlength=self.groups.size)
@@ -362,7 +365,7 @@ class MarginalEvidence:
             draw = delta + self.V @ (np.sqrt(d_inv) * rng.standard_normal(delta.size))
         elif self.form == "state":
             w = np.exp(-2 * log_mismatch)
-            M = self.P0 / np.outer(s, s) + np.tensordot(w, self.F, axes=1)
+            _, M = self._state_precision(log_prior_scale, w)
             chol, cov = _cholesky_and_inverse(M)
             delta = cov @ (w @ (self.E @ a))  # H^T R(theta)^-1 (innovation - offsets)
             draw = delta + scipy.linalg.solve_triangular(chol.T, rng.standard_normal(delta.size), lower=False)
