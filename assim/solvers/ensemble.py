@@ -164,7 +164,7 @@ def assimilate(
         d -= Y @ (Vt.T @ c)
         shrink = 1 - 1 / np.sqrt(1 + s**2)
         _subtract_product(Z, ZV * shrink, Vt)
-        Y = Y - (Y @ Vt.T) * shrink @ Vt
+        _subtract_product(Y, (Y @ Vt.T) * shrink, Vt)  # Y = G Z stays the image of the updated Z
     return Ensemble(ensemble.state, ensemble.x_prior, mean, Z), len(batches)
 
 
