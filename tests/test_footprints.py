@@ -101,19 +101,23 @@ def test_grid_cell_area_sums_to_the_sphere() -> None:
     assert np.isclose(area.sum(), 4 * np.pi * 6.371e6**2, rtol=1e-12)
 
 
-def footprint_folder(tmp_path, layout: str = "paris"):
-    """Two sites' synthetic footprints over two months on a 0.5 deg grid; mask of 2 x 3 block regions."""
+def footprint_folder(tmp_path, layout: str = "paris", times: dict[str, pd.DatetimeIndex] | None = None):
+    """Synthetic footprints over two months on a 0.5 deg grid; mask of 2 x 3 block regions.
+
+    ``times``: release times per site; default two sites, AAA and BBB. Sites alternate between
+    two release positions, each with its own random plume.
+    """
     latitude, longitude = np.arange(40.25, 46.0, 0.5), np.arange(0.25, 9.0, 0.5)
     mask, regions = block_regions(latitude, longitude, 2, 3)
     mask.to_dataset().to_netcdf(tmp_path / "mask.nc")
     folder = tmp_path / "fp"
     folder.mkdir()
-    times = {
+    times = times or {
         "AAA": pd.date_range("2020-01-30", periods=4, freq="1D"),
         "BBB": pd.date_range("2020-02-03", periods=3, freq="6h"),
     }
     for k, (site, time) in enumerate(times.items()):
-        position = (42.0 + 2 * k, 3.0 + 3 * k)
+        position = (42.0 + 2 * (k % 2), 3.0 + 3 * (k % 2))
         write_footprint_file(
             folder / f"{site}-10magl_TEST_{layout}.nc",
             site,
@@ -232,24 +236,11 @@ def test_real_footprints_project_onto_transcom(openghg, shared_data, tmp_path) -
 def test_projection_in_threads_equals_the_serial_one(tmp_path) -> None:
     # netCDF-C is not thread-safe: many files projected by the threaded scheduler must neither crash
     # (concurrent opens segfaulted) nor differ from one file after another
-    latitude, longitude = np.arange(40.25, 46.0, 0.5), np.arange(0.25, 9.0, 0.5)
-    mask, regions = block_regions(latitude, longitude, 2, 3)
-    mask.to_dataset().to_netcdf(tmp_path / "mask.nc")
-    folder = tmp_path / "fp"
-    folder.mkdir()
-    for k in range(12):
-        time = pd.date_range("2020-01-05", periods=3, freq="5D") + pd.Timedelta(hours=k)
-        site = f"S{k:02d}"
-        write_footprint_file(
-            folder / f"{site}-10magl_TEST.nc", site, (41.0 + k % 5, 1.0 + k % 7), time.to_numpy(), latitude, longitude,
-            "paris", seed=k,
-        )  # fmt: skip
-    state = StateVector(month_starts("2020-01", "2020-01"), regions)
+    times = {f"S{k:02d}": pd.date_range("2020-01-05", periods=3, freq="5D") + pd.Timedelta(hours=k) for k in range(12)}
+    folder, mask_path, _, state = footprint_folder(tmp_path, times=times)
 
     def build(scheduler: str, store: str) -> np.ndarray:
-        transport = make_transport(
-            "footprints", directory=str(folder), region_mask=str(tmp_path / "mask.nc"), store=store
-        )
+        transport = make_transport("footprints", directory=str(folder), region_mask=str(mask_path), store=store)
         with dask.config.set(scheduler=scheduler, num_workers=8):
             return transport.jacobian(state, transport.releases()).todense()
 
