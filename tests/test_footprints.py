@@ -6,6 +6,7 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import scipy.sparse
 import xarray as xr
@@ -231,6 +232,17 @@ def test_real_footprints_project_onto_transcom(openghg, shared_data, tmp_path) -
         expected = 1e6 * MOL_PER_S / regions["area"].values[europe] * (srr * (np.rint(codes) == 11)).sum((1, 2))
         np.testing.assert_allclose(H[rows, month * regions.sizes["region"] + europe], expected, rtol=1e-5)
         assert np.count_nonzero(H[rows]) == np.count_nonzero(expected)  # nothing outside Europe on this grid
+
+
+def test_closing_a_footprint_closes_its_file(tmp_path) -> None:
+    # a file left to the garbage collector is closed in whichever thread collects (see open_footprint)
+    folder, *_ = footprint_folder(tmp_path)
+    path = str(next(folder.glob("AAA*")))
+    process = psutil.Process()  # psutil comes with dask.distributed
+    with open_footprint(path) as fp:
+        assert fp["sensitivity"].values.any()
+        assert path in {f.path for f in process.open_files()}
+    assert path not in {f.path for f in process.open_files()}
 
 
 def test_projection_in_threads_equals_the_serial_one(tmp_path) -> None:

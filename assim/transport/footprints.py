@@ -135,6 +135,19 @@ def open_footprint(path: str | Path) -> xr.Dataset:
         ds = xr.open_dataset(path, chunks={})
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable netCDF file ({err})") from err
+    try:
+        out = _common_layout(ds, path)
+    except BaseException:
+        ds.close()
+        raise
+    # closing the result closes the file: left to the garbage collector, netCDF-C would close it
+    # in whatever thread collects, at the same time as another thread opens a file (a segfault)
+    out.set_close(ds.close)
+    return out
+
+
+def _common_layout(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """The Dataset of :func:`open_footprint` from an opened file ``ds`` of any supported layout."""
     name = detect_layout(ds, path)
     layout = LAYOUTS[name]
     srr = ds[layout.variable]
