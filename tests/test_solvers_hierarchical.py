@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import scipy.linalg
 import xarray as xr
 from scipy.stats import multivariate_normal
 from test_core import small_problem
@@ -63,11 +64,16 @@ def check_evidence(p: Problem, groups: str, form: str) -> None:
     reference = multivariate_normal(H @ p.x_prior + offset[site], H @ B @ H.T + np.diag(r)).logpdf(p.y)
     assert ev.log_evidence(log_s, log_t, offset) == pytest.approx(reference, rel=1e-10)
     # x | theta: the analytic posterior of the rescaled problem
-    mean, cov, _ = ev.conditional(log_s, log_t, offset, rng)
+    mean, cov, draw = ev.conditional(log_s, log_t, offset, np.random.default_rng(2))
     rescaled = Problem(p.state, p.x_prior, _Dense(B), p.H, p.y - offset[site], DiagonalCovariance(r))
     exact = solve(rescaled)
     np.testing.assert_allclose(mean, exact.mean, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(cov, exact.covariance, atol=1e-10 * np.abs(exact.covariance).max())
+    # without the covariance: the same mean and, from the same random numbers, the same draw
+    mean_only, no_cov, same_draw = ev.conditional(log_s, log_t, offset, np.random.default_rng(2), covariance=False)
+    assert no_cov is None
+    np.testing.assert_allclose(mean_only, mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(same_draw, draw, rtol=1e-8, atol=1e-10)
 
 
 class _Dense:
@@ -121,7 +127,8 @@ def test_marginal_density_gradient_is_the_finite_difference(form: str, groups: s
     if form == "eigen":
         p = replace(p, obs=p.obs.assign_coords(category=("obs", np.full(p.m, "mbl"))))
     density = MarginalDensity(
-        MarginalEvidence(p, groups, offsets=True, form=form), HierarchicalConfig(offset_sd_ppm=0.5)
+        MarginalEvidence(p, groups, offsets=True, form=form),
+        HierarchicalConfig(offset_sd_ppm=0.5, trace_surrogate=False),
     )
     theta = np.random.default_rng(3).normal(0, 0.2, density.ndim)
     _, gradient = density.logp(theta)
@@ -130,6 +137,70 @@ def test_marginal_density_gradient_is_the_finite_difference(form: str, groups: s
         (density.logp(theta + step * e)[0] - density.logp(theta - step * e)[0]) / (2 * step) for e in np.eye(theta.size)
     ]
     np.testing.assert_allclose(gradient, central, rtol=1e-6, atol=1e-6 * np.abs(central).max())
+
+
+def surrogate_problem() -> Problem:
+    """State form (n = 132 <= m = 200), two mismatch categories, three sites."""
+    return labelled(small_problem(seed=1, years=1, n_obs=200))
+
+
+def test_precision_traces_are_the_log_det_derivatives_and_the_surrogate_keeps_the_value() -> None:
+    config = HierarchicalConfig(offset_sd_ppm=0.5)
+    ev = MarginalEvidence(surrogate_problem(), "region", offsets=True)
+    assert ev.form == "state"
+    # traces = -1/2 d log det M / d(log s, log t), against finite differences of slogdet
+    rng = np.random.default_rng(4)
+    lam = rng.normal(0, 0.2, ev.groups.size + ev.categories.size)
+
+    def log_det(lam: np.ndarray) -> float:
+        split = ev.groups.size
+        return np.linalg.slogdet(ev._state_precision(lam[:split], np.exp(-2 * lam[split:])))[1]
+
+    step = 1e-5
+    central = [-0.5 * (log_det(lam + step * e) - log_det(lam - step * e)) / (2 * step) for e in np.eye(lam.size)]
+    np.testing.assert_allclose(ev.precision_traces(lam[: ev.groups.size], lam[ev.groups.size :]), central, rtol=1e-6)
+
+    surrogate = MarginalDensity(ev, config)
+    exact = MarginalDensity(ev, replace(config, trace_surrogate=False))
+    assert surrogate.trace_surrogate and not exact.trace_surrogate
+    chol = np.linalg.cholesky(surrogate.mode_precision)
+    for radius in (1.0, 3.0):  # Laplace standard deviations from the mode
+        z = rng.standard_normal(surrogate.ndim)
+        z *= radius / np.linalg.norm(z)
+        theta = surrogate.mode + scipy.linalg.solve_triangular(chol, z, lower=True, trans=1)
+        (value, gradient), (exact_value, exact_gradient) = surrogate.logp(theta), exact.logp(theta)
+        assert value == pytest.approx(exact_value, rel=1e-12)
+        assert np.linalg.norm(gradient - exact_gradient) < 0.02 * np.linalg.norm(exact_gradient)
+    far = surrogate.mode + 100 * surrogate.sd  # outside the ellipsoid: exact gradient
+    np.testing.assert_array_equal(surrogate.logp(far)[1], exact.logp(far)[1])
+
+
+def test_nuts_with_the_trace_surrogate_samples_the_exact_posterior() -> None:
+    """Hyperparameter posterior from nutpie (surrogate gradient) against importance sampling (exact values)."""
+    import arviz as az
+    import nutpie
+
+    density = MarginalDensity(MarginalEvidence(surrogate_problem(), "global"), HierarchicalConfig())
+    assert density.trace_surrogate
+    idata = nutpie.sample(density.compile(), draws=500, tune=300, chains=2, seed=5, progress_bar=False)
+    scales = [idata.posterior[name].values.reshape(1000, -1) for name in ("prior_scale", "mismatch_scale")]
+    theta = np.log(np.concatenate(scales, axis=1))
+    # reference: self-normalised importance sampling from the Laplace approximation, widened 1.5 x
+    rng = np.random.default_rng(6)
+    chol = np.linalg.cholesky(density.mode_precision / 1.5**2)
+    z = rng.standard_normal((density.ndim, 4000))
+    proposal = density.mode + scipy.linalg.solve_triangular(chol, z, lower=True, trans=1).T
+    log_q = -0.5 * np.sum(((proposal - density.mode) @ chol) ** 2, axis=1)
+    log_w = np.array([density.logp(t)[0] for t in proposal]) - log_q
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    reference = weights @ proposal
+    sd = np.sqrt(weights @ (proposal - reference) ** 2)
+    ess = np.array([az.ess(theta[:, k].reshape(2, 500)) for k in range(density.ndim)])
+    assert ess.min() > 300
+    standard_error = sd * np.sqrt(1 / ess + weights @ weights)  # the chains' and the weights' Monte Carlo errors
+    assert np.all(np.abs(theta.mean(0) - reference) < 4.5 * standard_error)
+    np.testing.assert_allclose(theta.std(0), sd, rtol=0.15)
 
 
 def test_fixed_hyperparameters_give_the_analytic_posterior_and_exact_draws() -> None:
