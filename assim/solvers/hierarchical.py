@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import multiprocessing
 import os
 import time
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -358,7 +361,7 @@ class MarginalEvidence:
     def _state_precision(self, log_s: np.ndarray, w: np.ndarray) -> np.ndarray:
         """M = S^-1 B^-1 S^-1 + sum_c w_c F_c, the posterior precision of the state given theta."""
         if self.groups.size == 1:
-            weights = np.r_[np.exp(-2 * log_s[0]), w]
+            weights = np.concatenate([np.exp(-2 * log_s), w])
             return (weights @ self.PF.reshape(weights.size, -1)).reshape(self.n, self.n)
         inv_s = np.exp(-log_s)[self.work_index]
         M = (w @ self.F.reshape(w.size, -1)).reshape(self.n, self.n)
@@ -375,9 +378,9 @@ class MarginalEvidence:
             chol, M_inv = _cholesky_and_inverse(M)
             u = M_inv @ g
             traces = self._traces(M_inv, log_s, w)
-        else:  # numpy's Cholesky releases the GIL: chains sampled in threads overlap
-            chol = np.linalg.cholesky(M)
-            u = scipy.linalg.lapack.dpotrs(chol.T, g, lower=0)[0]  # chol.T: Fortran-ordered upper factor, no copy
+        else:
+            chol = _cholesky_in_place(M)
+            u = scipy.linalg.lapack.dpotrs(chol, g, lower=1)[0]
         logdet = 2 * (self.m_c @ log_t + self.group_sizes @ log_s + np.log(np.diagonal(chol)).sum())
         Qaa = Qa @ a
         value = self.const - 0.5 * (logdet + w @ Qaa - g @ u)
@@ -432,9 +435,9 @@ class MarginalEvidence:
                 chol, cov = _cholesky_and_inverse(M)
                 delta = cov @ g
             else:
-                chol = np.linalg.cholesky(M)
-                delta = scipy.linalg.lapack.dpotrs(chol.T, g, lower=0)[0]
-            draw = delta + scipy.linalg.solve_triangular(chol.T, rng.standard_normal(delta.size), lower=False)
+                chol = _cholesky_in_place(M)
+                delta = scipy.linalg.lapack.dpotrs(chol, g, lower=1)[0]
+            draw = delta + scipy.linalg.lapack.dtrtrs(chol, rng.standard_normal(delta.size), lower=1, trans=1)[0]
         else:
             r = self.r0 * np.exp(2 * log_mismatch)[self.category_index]
             d = self.D @ a
@@ -457,6 +460,17 @@ class MarginalEvidence:
                 cov = self.lift @ cov @ self.lift.T + s2 * self.residual_cov
         x_b = self.problem.x_prior
         return x_b + delta, None if cov is None else 0.5 * (cov + cov.T), x_b + draw
+
+
+def _cholesky_in_place(matrix: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of the symmetric C-ordered ``matrix``, in its memory (Fortran order).
+
+    Only the lower triangle is the factor (the upper one keeps ``matrix``); LinAlgError if not SPD.
+    """
+    chol, info = scipy.linalg.lapack.dpotrf(matrix.T, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"hierarchical: matrix not positive definite (potrf info {info})")
+    return chol
 
 
 def _cholesky_and_inverse(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -543,16 +557,18 @@ def solve_hierarchical(
 ) -> Posterior:
     """Sample hyperparameters (and the state, for non-Gaussian scaling) with nutpie.
 
+    Chains run side by side, one per core (forked processes on Linux, else threads), each its
+    own nutpie run seeded from ``config.seed`` and the chain number.
+
     Parameters
     ----------
     config : HierarchicalConfig, optional
         All options; or give them as keywords (``draws=200, scaling="lognormal"``).
     checkpoint : path-like, optional
         netCDF file (ArviZ layout: groups ``posterior`` and ``sample_stats``) holding the sampler
-        output of every completed chain. The chains are then sampled one after another (one
-        nutpie run each, seed derived from ``config.seed`` and the chain number, so a resumed run
-        gives the same draws as an uninterrupted one) and the file is rewritten atomically after
-        each. A rerun with the same path skips the chains already in it; the file records a
+        output of every completed chain, rewritten atomically as each chain completes (every
+        chain is its own nutpie run seeded from ``config.seed`` and the chain number, so a
+        resumed run gives the same draws as an uninterrupted one). A rerun with the same path skips the chains already in it; the file records a
         SHA-256 of the problem and the options and a different problem or options is an error.
         nutpie cannot be restarted from a saved step size and mass matrix, so the unit of
         checkpointing is a whole chain (tuning included).
@@ -788,10 +804,75 @@ def _nutpie_run(compiled, config: HierarchicalConfig, chains: int, seed: int):
     return nutpie.sample(compiled, chains=chains, seed=seed, **settings)
 
 
+def _one_chain(compiled, config: HierarchicalConfig, chain: int):
+    """Chain ``chain`` alone (seed from ``config.seed`` and the chain number): InferenceData of CHECKPOINT_GROUPS."""
+    import arviz as az
+
+    seed = int(np.random.SeedSequence([config.seed, chain]).generate_state(1)[0])
+    one = _nutpie_run(compiled, config, 1, seed)
+    return az.InferenceData(**{g: one[g].assign_coords(chain=[chain]) for g in CHECKPOINT_GROUPS})
+
+
+def _chain_process(compiled, config: HierarchicalConfig, chain: int, connection) -> None:
+    """Body of a forked chain process: send ("ok", InferenceData) or ("error", traceback text)."""
+    try:
+        connection.send(("ok", _one_chain(compiled, config, chain)))
+    except BaseException:  # the parent re-raises it with the chain number
+        connection.send(("error", traceback.format_exc()))
+    finally:
+        connection.close()
+
+
+def _chains(compiled, config: HierarchicalConfig, chains: range) -> Iterator:
+    """Each chain's InferenceData in chain order, sampled up to one chain per core at a time.
+
+    Where the platform can fork (Linux), every chain runs in its own forked process: the numpy
+    density holds the GIL between its LAPACK calls, so chains in threads of one process (nutpie's
+    own way) overlap only partly. Elsewhere, threads. A chain's result travels back through a
+    pipe between these processes only (nothing is read from a file).
+    """
+    workers = max(1, min(len(chains), os.cpu_count() or 1))
+    batches = [chains[k : k + workers] for k in range(0, len(chains), workers)]
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        with ThreadPoolExecutor(workers) as pool:
+            for batch in batches:
+                yield from pool.map(functools.partial(_one_chain, compiled, config), batch)
+        return
+    context = multiprocessing.get_context("fork")
+    for batch in batches:
+        running = []
+        try:
+            for chain in batch:
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_chain_process, args=(compiled, config, chain, send), daemon=True)
+                process.start()
+                send.close()
+                running.append((chain, process, receive))
+            for chain, process, receive in running:
+                try:
+                    status, result = receive.recv()
+                except EOFError:
+                    process.join()
+                    raise RuntimeError(
+                        f"hierarchical: the process sampling chain {chain} died (exit code {process.exitcode})"
+                    ) from None
+                process.join()
+                if status != "ok":
+                    raise RuntimeError(f"hierarchical: sampling chain {chain} failed:\n{result}")
+                yield result
+        finally:
+            for _, process, receive in running:
+                receive.close()
+                if process.is_alive():
+                    process.terminate()
+
+
 def _sample(compile_model: Callable, config: HierarchicalConfig) -> tuple:
-    """nutpie NUTS, all chains in one run: (InferenceData, seconds including compilation)."""
+    """nutpie NUTS, chains side by side (:func:`_chains`): (InferenceData, seconds including compilation)."""
+    import arviz as az
+
     start = time.perf_counter()
-    idata = _nutpie_run(compile_model(), config, config.chains, config.seed)
+    idata = az.concat(list(_chains(compile_model(), config, range(config.chains))), dim="chain")
     return idata, time.perf_counter() - start
 
 
@@ -802,24 +883,20 @@ def _sample_with_checkpoint(
     expected: str,
     on_chain: Callable[[int, Path], None] | None,
 ) -> tuple:
-    """Chain by chain, saving after each: (chains read from ``path``, InferenceData, seconds)."""
+    """Saving after each chain: (chains read from ``path``, InferenceData, seconds)."""
     import arviz as az
 
     start = time.perf_counter()
     done = _read_checkpoint(path, expected)
     resumed = 0 if done is None else done.posterior.sizes["chain"]
     if resumed < config.chains:
-        compiled = compile_model()
-    for chain in range(resumed, config.chains):
-        seed = int(np.random.SeedSequence([config.seed, chain]).generate_state(1)[0])
-        one = _nutpie_run(compiled, config, 1, seed)
-        one = az.InferenceData(**{g: one[g].assign_coords(chain=[chain]) for g in CHECKPOINT_GROUPS})
-        done = one if done is None else az.concat(done, one, dim="chain")
-        done.posterior.attrs[FINGERPRINT_ATTR] = expected
-        with atomic_path(path) as tmp:
-            done.to_netcdf(str(tmp))
-        if on_chain is not None:
-            on_chain(chain, path)
+        for chain, one in enumerate(_chains(compile_model(), config, range(resumed, config.chains)), start=resumed):
+            done = one if done is None else az.concat(done, one, dim="chain")
+            done.posterior.attrs[FINGERPRINT_ATTR] = expected
+            with atomic_path(path) as tmp:
+                done.to_netcdf(str(tmp))
+            if on_chain is not None:
+                on_chain(chain, path)
     return resumed, done, time.perf_counter() - start
 
 
