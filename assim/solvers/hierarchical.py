@@ -568,8 +568,9 @@ def solve_hierarchical(
         netCDF file (ArviZ layout: groups ``posterior`` and ``sample_stats``) holding the sampler
         output of every completed chain, rewritten atomically as each chain completes (every
         chain is its own nutpie run seeded from ``config.seed`` and the chain number, so a
-        resumed run gives the same draws as an uninterrupted one). A rerun with the same path skips the chains already in it; the file records a
-        SHA-256 of the problem and the options and a different problem or options is an error.
+        resumed run gives the same draws as an uninterrupted one). A rerun with the same path
+        skips the chains already in it; the file records a SHA-256 of the problem and the
+        options and a different problem or options is an error.
         nutpie cannot be restarted from a saved step size and mass matrix, so the unit of
         checkpointing is a whole chain (tuning included).
     on_chain : callable, optional
