@@ -425,7 +425,8 @@ class MarginalEvidence:
             w = np.exp(-2 * log_mismatch)
             d_inv = 1 / (np.exp(-2 * log_prior_scale) + self.lam * w)
             delta = self.V @ (d_inv * (self.VE @ a) * w)
-            cov = (self.V * d_inv) @ self.V.T if covariance else None
+            if covariance:
+                cov = (self.V * d_inv) @ self.V.T
             draw = delta + self.V @ (np.sqrt(d_inv) * rng.standard_normal(delta.size))
         elif self.form == "state":
             w = np.exp(-2 * log_mismatch)
@@ -590,7 +591,7 @@ def solve_hierarchical(
         config = HierarchicalConfig(**options)
     elif options:
         raise TypeError(f"hierarchical: give either config or keyword options, not both ({sorted(options)})")
-    # chains run in parallel threads on small matrices: threaded BLAS would only oversubscribe the cores
+    # chains run side by side (processes or threads) on small matrices: threaded BLAS would only oversubscribe the cores
     # (on a loaded 2-core machine a threaded SVD of a 2000 x 200 matrix took 10 s instead of 0.1 s)
     with threadpool_limits(limits=1, user_api="blas"):
         evidence, surrogate = None, False
@@ -833,14 +834,12 @@ def _chains(compiled, config: HierarchicalConfig, chains: range) -> Iterator:
     pipe between these processes only (nothing is read from a file).
     """
     workers = max(1, min(len(chains), os.cpu_count() or 1))
-    batches = [chains[k : k + workers] for k in range(0, len(chains), workers)]
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
         with ThreadPoolExecutor(workers) as pool:
-            for batch in batches:
-                yield from pool.map(functools.partial(_one_chain, compiled, config), batch)
+            yield from pool.map(functools.partial(_one_chain, compiled, config), chains)
         return
     context = multiprocessing.get_context("fork")
-    for batch in batches:
+    for batch in (chains[k : k + workers] for k in range(0, len(chains), workers)):
         running = []
         try:
             for chain in batch:
